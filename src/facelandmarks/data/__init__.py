@@ -1,0 +1,1 @@
+"""Data sets: formats, the annotation table, splits, validation, download."""

@@ -1,0 +1,1 @@
+"""Readers for landmark annotation formats and images."""
