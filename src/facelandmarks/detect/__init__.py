@@ -1,0 +1,1 @@
+"""Face detection: batched MTCNN and matching of detections to annotated faces."""

@@ -1,0 +1,164 @@
+"""Batched MTCNN face detection (facenet-pytorch), on the GPU when there is one.
+
+MTCNN: Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional
+Networks", IEEE SPL 2016. facenet-pytorch ships the P-, R- and O-net weights inside its wheel, so
+detection works offline. Only ``MTCNN.detect`` is used (its ``extract_face`` clips and squashes
+non-square boxes); crops are cut by :mod:`facelandmarks.crop.geometry`.
+
+The same detector serves the ``crop`` stage, evaluation and inference, so every consumer sees faces
+the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from facelandmarks.params import StrictModel
+
+__all__ = ["DetectorConfig", "Detections", "FaceDetector", "resolve_device"]
+
+
+class DetectorConfig(StrictModel):
+    """MTCNN settings (params.yaml ``crop.detector``); stored with a model so serving detects alike.
+
+    Attributes:
+        min_face_size: smallest face searched for, in pixels of the detection image (after
+            ``max_side`` downscaling); MTCNN's pyramid starts at ``12 / min_face_size``.
+        thresholds: score thresholds of the P-, R- and O-net stages.
+        factor: scale step of the image pyramid.
+        max_side: photos whose longer side exceeds this are downscaled for detection (boxes are
+            mapped back to photo pixels); 0 = never downscale.
+        batch_size: photos per MTCNN forward pass (photos of equal detection size are batched).
+        min_score: detections scoring below this are dropped.
+        device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
+    """
+
+    min_face_size: int = Field(20, ge=8)
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    factor: float = Field(0.709, gt=0.1, lt=1.0)
+    max_side: int = Field(1024, ge=0)
+    batch_size: int = Field(8, ge=1)
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    device: str = "auto"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; other values pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class Detections:
+    """Faces found in one photo, in photo pixels.
+
+    Attributes:
+        boxes: ``(n, 4) float32`` x0, y0, x1, y1 (MTCNN's box; its edges).
+        scores: ``(n,) float32`` face probability.
+        points: ``(n, 5, 2) float32`` MTCNN's five points (scheme ``mtcnn5``).
+    """
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    points: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @staticmethod
+    def empty() -> "Detections":
+        """No face."""
+        return Detections(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, 5, 2), np.float32))
+
+
+class FaceDetector:
+    """MTCNN over lists of photos, batched.
+
+    Args:
+        config: :class:`DetectorConfig` (defaults when None).
+    Example:
+        >>> det = FaceDetector(DetectorConfig())
+        >>> [d] = det.detect([image])          # image (H, W, 3) uint8 RGB
+        >>> d.boxes.shape                        # (n, 4)
+    """
+
+    def __init__(self, config: DetectorConfig | None = None) -> None:
+        from facenet_pytorch import MTCNN
+
+        self.config = config or DetectorConfig()
+        self.device = resolve_device(self.config.device)
+        self._mtcnn = MTCNN(
+            keep_all=True,
+            min_face_size=self.config.min_face_size,
+            thresholds=list(self.config.thresholds),
+            factor=self.config.factor,
+            select_largest=False,  # order by score
+            device=self.device,
+        )
+        self._mtcnn.eval()
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        """Validate a photo and downscale it to ``max_side`` for detection."""
+        img = np.asarray(image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"FaceDetector: expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
+        h, w = img.shape[:2]
+        ms = self.config.max_side
+        if ms and max(h, w) > ms:
+            s = ms / max(h, w)
+            nw, nh = max(1, round(w * s)), max(1, round(h * s))
+            return cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        return img
+
+    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+        """Find faces in photos.
+
+        Photos are downscaled to ``max_side`` (if larger), grouped by size and run through MTCNN
+        ``batch_size`` at a time; boxes and points are mapped back to each photo's pixels.
+
+        Args:
+            images: list of ``(H, W, 3) uint8`` RGB photos (any sizes).
+        Returns:
+            one :class:`Detections` per photo, in order, faces sorted by descending score.
+        Raises:
+            ValueError: an image that is not ``(H, W, 3) uint8``.
+        """
+        prepared = [self._prepare(im) for im in images]
+        out: list[Detections | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, small in enumerate(prepared):
+            groups.setdefault(small.shape[:2], []).append(i)
+        bs = self.config.batch_size
+        for idx in groups.values():
+            for start in range(0, len(idx), bs):
+                chunk = idx[start : start + bs]
+                batch = np.stack([prepared[i] for i in chunk])
+                boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
+                for j, i in enumerate(chunk):
+                    out[i] = self._to_detections(boxes[j], probs[j], points[j], images[i].shape, prepared[i].shape)
+        return out  # type: ignore[return-value]
+
+    def _to_detections(self, boxes, probs, points, photo_shape, det_shape) -> Detections:
+        if boxes is None or len(boxes) == 0:
+            return Detections.empty()
+        b = np.asarray(boxes).astype(np.float32).reshape(-1, 4)
+        s = np.asarray(probs).astype(np.float32).reshape(-1)
+        p = np.asarray(points).astype(np.float32).reshape(-1, 5, 2)
+        sx = photo_shape[1] / det_shape[1]
+        sy = photo_shape[0] / det_shape[0]
+        if sx != 1.0 or sy != 1.0:
+            # edge coordinates scale with the image (pixel edges 0..w map to 0..W)
+            b = b * np.array([sx, sy, sx, sy], np.float32)
+            # points are pixel-centre coordinates: x = (x' + 0.5) * sx - 0.5
+            p = (p + 0.5) * np.array([sx, sy], np.float32) - 0.5
+        keep = s >= self.config.min_score
+        order = np.argsort(-s[keep], kind="stable")
+        return Detections(b[keep][order], s[keep][order], p[keep][order])

@@ -1,0 +1,115 @@
+"""Landmark losses on coordinates, masked by point visibility.
+
+All losses take ``pred`` and ``target`` ``(B, K, 2)`` in the same units (the training loop uses crop
+pixels of the model input) and ``visible`` ``(B, K)`` bool; hidden points contribute nothing. The loss of a
+point is the sum over x and y of an elementwise function of the error ``d = pred - target``; the result is
+the mean over visible points (0 when no point is visible).
+
+* L1: ``|d|``.  L2: ``d^2 / 2``.
+* Wing (Feng et al., "Wing Loss for Robust Facial Landmark Localisation with Convolutional Neural
+  Networks", CVPR 2018, eq. 5): ``w ln(1 + |d|/eps)`` if ``|d| < w`` else ``|d| - C``,
+  ``C = w - w ln(1 + w/eps)``; defaults ``w = 10``, ``eps = 2`` (the paper's).
+* Adaptive Wing (Wang et al., "Adaptive Wing Loss for Robust Face Alignment via Heatmap Regression",
+  ICCV 2019, eq. 8): ``omega ln(1 + |d/eps|^(alpha - y))`` if ``|d| < theta`` else ``A|d| - C`` with
+  ``A = omega (1/(1+(theta/eps)^(alpha-y))) (alpha-y) (theta/eps)^(alpha-y-1) / eps`` and
+  ``C = theta A - omega ln(1 + (theta/eps)^(alpha-y))``; defaults ``omega = 14, theta = 0.5, eps = 1,
+  alpha = 2.1`` (the paper's). The paper applies it to heatmap pixels with target intensity ``y``;
+  :func:`adaptive_wing` is that elementwise function. On coordinates (:func:`landmark_loss` with
+  ``"awing"``) the target intensity is ``y = 0`` (a point's error is compared with "no error"), which gives a
+  loss that is smooth, ~``|d|^2.1`` near zero, and linear for errors above ``theta``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+__all__ = ["LossName", "l1", "l2", "wing", "adaptive_wing", "masked_mean", "landmark_loss"]
+
+LossName = Literal["l1", "l2", "wing", "awing"]
+
+
+def l1(d: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``|d|``."""
+    return d.abs()
+
+
+def l2(d: torch.Tensor) -> torch.Tensor:
+    """Elementwise ``d^2 / 2``."""
+    return 0.5 * d * d
+
+
+def wing(d: torch.Tensor, w: float = 10.0, eps: float = 2.0) -> torch.Tensor:
+    """Elementwise Wing loss of an error ``d`` (Feng et al. CVPR 2018, eq. 5)."""
+    a = d.abs()
+    c = w - w * math.log(1.0 + w / eps)
+    return torch.where(a < w, w * torch.log1p(a / eps), a - c)
+
+
+def adaptive_wing(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    omega: float = 14.0,
+    theta: float = 0.5,
+    eps: float = 1.0,
+    alpha: float = 2.1,
+) -> torch.Tensor:
+    """Elementwise Adaptive Wing loss (Wang et al. ICCV 2019, eq. 8).
+
+    Args:
+        pred: predictions, any shape.
+        target: same shape; for heatmaps the target intensity ``y`` in [0, 1]; 0 for coordinate errors.
+    Returns:
+        Loss, same shape as ``pred``.
+    """
+    d = (pred - target).abs()
+    y = target.abs() if target.dtype.is_floating_point else target.float()
+    p = alpha - y
+    ratio = theta / eps
+    a = omega * (1.0 / (1.0 + torch.pow(torch.as_tensor(ratio, dtype=d.dtype), p))) * p * torch.pow(
+        torch.as_tensor(ratio, dtype=d.dtype), p - 1.0
+    ) / eps
+    c = theta * a - omega * torch.log1p(torch.pow(torch.as_tensor(ratio, dtype=d.dtype), p))
+    small = omega * torch.log1p(torch.pow(d / eps, p))
+    return torch.where(d < theta, small, a * d - c)
+
+
+def masked_mean(per_point: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``(B, K)`` per-point values over visible points (0 when none is visible)."""
+    if visible is None:
+        return per_point.mean()
+    m = visible.to(per_point.dtype)
+    return (per_point * m).sum() / m.sum().clamp_min(1.0)
+
+
+def landmark_loss(
+    pred: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None = None, kind: LossName = "l1"
+) -> torch.Tensor:
+    """Coordinate loss masked by visibility.
+
+    Args:
+        pred: ``(B, K, 2)``.
+        target: ``(B, K, 2)`` same units.
+        visible: ``(B, K)`` bool, or None (all points count).
+        kind: ``l1``, ``l2``, ``wing`` or ``awing``.
+    Returns:
+        Scalar: mean over visible points of the loss summed over x and y.
+    Raises:
+        ValueError: unknown ``kind`` or shapes that differ.
+    """
+    if pred.shape != target.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
+    d = pred.float() - target.float()
+    if kind == "l1":
+        e = l1(d)
+    elif kind == "l2":
+        e = l2(d)
+    elif kind == "wing":
+        e = wing(d)
+    elif kind == "awing":
+        e = adaptive_wing(d, torch.zeros_like(d))
+    else:
+        raise ValueError(f"unknown loss {kind!r}; use one of l1, l2, wing, awing")
+    return masked_mean(e.sum(dim=-1), visible)

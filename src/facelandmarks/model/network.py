@@ -1,0 +1,80 @@
+"""The landmark network: any timm backbone (``features_only``) plus a landmark head."""
+
+from __future__ import annotations
+
+import timm
+import torch
+from torch import nn
+
+from facelandmarks.model.config import ModelConfig
+from facelandmarks.model.heads import HeatmapHead, RegressionHead
+
+__all__ = ["LandmarkModel", "build_model", "count_parameters"]
+
+
+class LandmarkModel(nn.Module):
+    """Backbone + head.
+
+    ``model(x)`` with ``x`` ``(B, 3, S, S)`` float32 from :func:`facelandmarks.model.preprocess.to_tensor`
+    returns ``(B, K, 2)`` float32 landmarks in crop pixels (0-based, pixel centres at integers).
+    :meth:`forward_train` returns the head's full output (``coords`` and, for the heatmap head, ``heatmaps``).
+
+    Attributes:
+        config: the :class:`ModelConfig` it was built from.
+        backbone: timm feature extractor.
+        head: :class:`RegressionHead` or :class:`HeatmapHead`.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        probe = timm.create_model(config.backbone, pretrained=False, features_only=True)
+        reductions = probe.feature_info.reduction()
+        del probe
+        if config.head == "heatmap":
+            if config.heatmap_stride not in reductions:
+                raise ValueError(f"backbone {config.backbone!r} has no feature map at stride {config.heatmap_stride}")
+            out_indices = tuple(i for i, r in enumerate(reductions) if r >= config.heatmap_stride)
+        else:
+            out_indices = (len(reductions) - 1,)
+        self.backbone = timm.create_model(
+            config.backbone, pretrained=config.pretrained, features_only=True, out_indices=out_indices
+        )
+        channels = self.backbone.feature_info.channels()
+        if config.head == "heatmap":
+            self.head = HeatmapHead(channels, self.backbone.feature_info.reduction(), config.num_points,
+                                    config.head_channels, config.heatmap_stride)
+        else:
+            self.head = RegressionHead(channels[-1], config.num_points, config.input_size,
+                                       hidden=4 * config.head_channels, dropout=config.dropout)
+
+    def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``x`` ``(B, 3, S, S)`` -> head outputs (``coords`` ``(B, K, 2)`` float32 crop pixels, ...)."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, 3, S, S)`` float32 -> ``(B, K, 2)`` float32 landmarks in crop pixels."""
+        return self.forward_train(x)["coords"]
+
+
+def build_model(config: ModelConfig) -> LandmarkModel:
+    """Build a fresh network from its config.
+
+    Raises:
+        RuntimeError: ``pretrained`` is true and the weights cannot be downloaded (the message says so).
+        ValueError: the backbone lacks a feature map at the heatmap stride.
+    """
+    try:
+        return LandmarkModel(config)
+    except (OSError, RuntimeError) as e:
+        if config.pretrained:
+            raise RuntimeError(
+                f"could not load pretrained weights for {config.backbone!r} (is the Hugging Face hub reachable?"
+                f" set model.pretrained: false to train from scratch): {e}"
+            ) from e
+        raise
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
