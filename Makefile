@@ -17,7 +17,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: setup
-	$(BIN)/dvc pull
+	@$(BIN)/dvc pull || { \
+	  echo ""; \
+	  echo "dvc pull failed: the default DVC remote ($$($(BIN)/dvc remote list | head -1)) is not reachable from here."; \
+	  echo "Point DVC at your own copy of the data (same hashes as data.dvc):"; \
+	  echo "  $(BIN)/dvc remote add -d -f mine /path/or/s3://bucket/facelandmarks-data && make data"; \
+	  echo "or fetch the public archives instead: set url + sha256 for each data set in params.yaml"; \
+	  echo "(download.datasets; see README 'Data') and run: make repro"; \
+	  exit 1; }
 
 repro: data
 	$(BIN)/facelandmarks repro
