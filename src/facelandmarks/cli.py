@@ -1,0 +1,86 @@
+"""The ``facelandmarks`` command line (typer).
+
+``facelandmarks repro`` runs the whole pipeline as one MLflow parent run; ``facelandmarks stage NAME``
+runs one DVC stage's code directly; ``predict`` and ``schedule`` are the user-facing tools.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+#: DVC stage name -> module whose ``main()`` runs it (the same code the ``pipelines/`` scripts call).
+STAGES = {
+    "download": "facelandmarks.data.stage",
+    "crop": "facelandmarks.crop.stage",
+    "augment": "facelandmarks.augment.stage",
+    "pretrain": "facelandmarks.train.stages",
+    "finetune": "facelandmarks.train.stages",
+    "evaluate": "facelandmarks.evaluate.stage",
+    "register": "facelandmarks.registry.stage",
+}
+
+
+@app.command()
+def stage(name: Annotated[str, typer.Argument(help=f"one of {', '.join(STAGES)}")]) -> None:
+    """Run one stage's code now, without DVC's caching (reads ./params.yaml)."""
+    if name not in STAGES:
+        raise typer.BadParameter(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
+    module = importlib.import_module(STAGES[name])
+    fn = getattr(module, f"main_{name}", None) or module.main
+    fn()
+
+
+@app.command()
+def repro(
+    set_: Annotated[list[str], typer.Option("--set", "-S", help="params override key=value, as in `dvc exp run -S`")] = [],
+    targets: Annotated[list[str], typer.Argument(help="stages to reproduce (default: all)")] = None,
+    force: Annotated[bool, typer.Option(help="rerun stages even if unchanged")] = False,
+) -> None:
+    """Run ``dvc repro`` as ONE MLflow parent run: every stage's run nests under it.
+
+    With ``-S key=value`` the overrides are written to params.yaml first (and recorded by DVC in
+    dvc.lock), so the run is reproducible from the repository state.
+    """
+    from facelandmarks.tracking import pipeline_run
+
+    if set_:
+        from facelandmarks.params_override import apply_overrides
+
+        apply_overrides("params.yaml", set_)
+    cmd = ["dvc", "repro", *(targets or [])] + (["--force"] if force else [])
+    with pipeline_run() as run_id:
+        env = {**os.environ, "FACELANDMARKS_PARENT_RUN_ID": run_id}
+        rc = subprocess.call(cmd, env=env)
+        if rc != 0:
+            raise SystemExit(rc)
+
+
+def _register_optional_commands() -> None:
+    """Commands that live in their own modules (``facelandmarks.commands.*``)."""
+    for name in ("predict", "schedule"):
+        try:
+            module = importlib.import_module(f"facelandmarks.commands.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"facelandmarks.commands.{name}":
+                raise
+            continue
+        app.command(name=name)(getattr(module, name))
+
+
+_register_optional_commands()
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

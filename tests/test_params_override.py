@@ -1,0 +1,25 @@
+import shutil
+
+import pytest
+import yaml
+
+from facelandmarks.params_override import apply_overrides, parse_override
+
+
+def test_parse_override():
+    assert parse_override("train.epochs=3") == (["train", "epochs"], 3)
+    assert parse_override("model.head=heatmap") == (["model", "head"], "heatmap")
+    with pytest.raises(ValueError, match="key=value"):
+        parse_override("train.epochs")
+
+
+def test_apply_overrides_keeps_comments(tmp_path):
+    p = tmp_path / "params.yaml"
+    shutil.copy("params.yaml", p)
+    apply_overrides(p, ["seed=7", "download.datasets.0.max_photos=5", "download.splits.val=0.2"])
+    data = yaml.safe_load(p.read_text())
+    assert data["seed"] == 7 and data["download"]["datasets"][0]["max_photos"] == 5
+    assert data["download"]["splits"]["val"] == 0.2
+    assert "# Every knob of every stage" in p.read_text()
+    with pytest.raises(KeyError, match="nope"):
+        apply_overrides(p, ["nope.x=1"])
