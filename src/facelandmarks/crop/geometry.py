@@ -130,7 +130,8 @@ def warp_crop(
     if anti_alias and k < 1.0:
         sigma = (1.0 / k - 1.0) / 2.0
         # Only the part of the photo under the crop (plus the blur's reach) is filtered.
-        corners = map_points(np.array([[-0.5, -0.5], [size - 0.5, -0.5], [-0.5, size - 0.5], [size - 0.5, size - 0.5]]), crop_to_photo)
+        e = size - 0.5
+        corners = map_points(np.array([[-0.5, -0.5], [e, -0.5], [-0.5, e], [e, e]]), crop_to_photo)
         pad = int(np.ceil(4 * sigma)) + 2
         h, w = img.shape[:2]
         x0 = max(int(np.floor(corners[:, 0].min())) - pad, 0)

@@ -1,0 +1,1 @@
+"""Landmark-aware augmentation of training crops and the ``augment`` stage."""

@@ -1,0 +1,1 @@
+"""Square face crops: geometry, settings, the shared face finder, and the ``crop`` stage."""
