@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 data: setup
-	@$(BIN)/dvc pull || { \
+	@$(BIN)/dvc pull data.dvc || { \
 	  echo ""; \
 	  echo "dvc pull failed: the default DVC remote ($$($(BIN)/dvc remote list | head -1)) is not reachable from here."; \
 	  echo "Point DVC at your own copy of the data (same hashes as data.dvc):"; \

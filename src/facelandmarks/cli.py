@@ -55,9 +55,12 @@ def repro(
         from facelandmarks.params_override import apply_overrides
 
         apply_overrides("params.yaml", set_)
-    cmd = ["dvc", "repro", *(targets or [])] + (["--force"] if force else [])
+    from facelandmarks.flows.shell import with_python_on_path
+
+    # this environment's dvc and python, even when the venv is not activated (`make repro`)
+    cmd = [sys.executable, "-m", "dvc", "repro", *(targets or [])] + (["--force"] if force else [])
     with pipeline_run() as run_id:
-        env = {**os.environ, "FACELANDMARKS_PARENT_RUN_ID": run_id}
+        env = with_python_on_path({**os.environ, "FACELANDMARKS_PARENT_RUN_ID": run_id})
         rc = subprocess.call(cmd, env=env)
         if rc != 0:
             raise SystemExit(rc)
