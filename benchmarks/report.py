@@ -1,0 +1,360 @@
+"""Benchmark report: ``benchmarks/results.json``, ``benchmarks/results.md`` and the README's results block.
+
+The README block is the text between the lines ``<!-- bench:start -->`` and ``<!-- bench:end -->``; only
+that text is replaced, everything else in README.md stays byte for byte. Sections that a run skipped keep
+their previous figures (with the date they were measured), so the tables always come from measurements.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+from facelandmarks.fsutil import atomic_path, write_json
+
+__all__ = [
+    "START_MARKER",
+    "END_MARKER",
+    "SECTIONS",
+    "load_results",
+    "merge_results",
+    "evaluate_targets",
+    "render_markdown",
+    "render_readme_block",
+    "replace_marked_block",
+    "write_report",
+]
+
+START_MARKER = "<!-- bench:start -->"
+END_MARKER = "<!-- bench:end -->"
+#: Sections of results.json that a run measures (or carries over when skipped).
+SECTIONS = ("accuracy", "speed", "serving", "training")
+
+DATASET_NAMES = {"300w": "300-W (AFW + HELEN)", "infanface": "InfAnFace"}
+PROTOCOL_NAMES = {
+    "detector": "MTCNN detection box (what the product uses)",
+    "landmarks": "box derived from the annotated landmarks",
+}
+
+TARGET_B32_MS = 2.0
+TARGET_B1_MS = 5.0
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Previous results (``{}`` when the file does not exist).
+
+    Raises:
+        ValueError: the file exists but is not a JSON object (the message names it).
+    """
+    p = Path(path)
+    if not p.is_file():
+        return {}
+    try:
+        data = json.loads(p.read_text())
+    except ValueError as e:
+        raise ValueError(f"{p}: not valid JSON ({e}); delete it to start afresh") from e
+    if not isinstance(data, dict):
+        raise ValueError(f"{p}: expected a JSON object")
+    return data
+
+
+def merge_results(previous: dict, new: dict) -> dict:
+    """New results over previous ones: a section measured now replaces the old one; a skipped section is kept.
+
+    Within ``training``, a newly measured ``repro`` time replaces the old one, else the old one is kept.
+    """
+    out = {**previous, **{k: v for k, v in new.items() if k not in SECTIONS}}
+    for s in SECTIONS:
+        if s in new and new[s] is not None:
+            out[s] = new[s]
+    old_repro = (previous.get("training") or {}).get("repro")
+    if "training" in out and old_repro and not (out["training"] or {}).get("repro"):
+        out["training"] = {**out["training"], "repro": old_repro}
+    return out
+
+
+def _get(d: dict | None, *path, default=None):
+    for k in path:
+        if not isinstance(d, dict) or k not in d:
+            return default
+        d = d[k]
+    return d
+
+
+def evaluate_targets(results: dict) -> list[dict]:
+    """The issue's targets against the figures: ``[{"target", "measured", "met"}]`` (``met`` None if unmeasured)."""
+    rows = []
+    for ds in ("300w", "infanface"):
+        a = _get(results, "accuracy", "protocols", "detector", ds)
+        ours, dl = _get(a, "ours", "nme"), _get(a, "dlib", "nme")
+        rows.append({
+            "target": f"Lower NME than dlib on {DATASET_NAMES[ds]} test faces (same MTCNN boxes)",
+            "measured": None if ours is None else f"{100 * ours:.2f}% vs dlib {100 * dl:.2f}%",
+            "met": None if ours is None or dl is None else bool(ours < dl),
+        })
+    for b, limit in ((32, TARGET_B32_MS), (1, TARGET_B1_MS)):
+        ms = _get(results, "speed", "cpu", "landmark_model", f"batch_{b}", "median_ms")
+        threads = _get(results, "speed", "threads")
+        rows.append({
+            "target": f"Landmark model at most {limit:g} ms per face at batch {b} (CPU, {threads or 2} threads)",
+            "measured": None if ms is None else f"{ms:.2f} ms",
+            "met": None if ms is None else bool(ms <= limit),
+        })
+    return rows
+
+
+def _pct(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{100 * v:.{digits}f}%"
+
+
+def _ms(v, digits: int = 2) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f} ms"
+
+
+def _x(v) -> str:
+    return "n/a" if v is None else f"{v:.2f}x"
+
+
+def _num(v, digits: int = 1) -> str:
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _accuracy_table(acc: dict, protocol: str) -> str:
+    rows = []
+    for ds, entry in sorted((_get(acc, "protocols", protocol) or {}).items()):
+        for method, label in (("ours", "facelandmarks (champion)"), ("dlib", "dlib 68-point")):
+            m = entry.get(method) or {}
+            rows.append([DATASET_NAMES.get(ds, ds), label, m.get("faces", "n/a"), _pct(m.get("nme")),
+                         _pct(m.get("nme_median")), _pct(m.get("fr@0.08"), 1), _pct(m.get("fr@0.10"), 1),
+                         _num(m.get("auc@0.08"), 3), _num(m.get("auc@0.10"), 3)])
+    return _table(["test set", "method", "faces", "NME (mean)", "NME (median)", "FR@0.08", "FR@0.10",
+                   "AUC@0.08", "AUC@0.10"], rows)
+
+
+def _native_table(acc: dict) -> str:
+    rows = []
+    for ds, e in sorted((acc.get("dlib_native") or {}).items()):
+        rows.append([DATASET_NAMES.get(ds, ds), f"{e.get('hog_found')} / {e.get('faces')}",
+                     _pct(_get(e, "ours", "nme")), _pct(_get(e, "dlib", "nme"))])
+    return _table(["test set", "faces dlib's HOG detector finds", "NME ours (MTCNN box)", "NME dlib (own HOG box)"], rows)
+
+
+def _speed_table(sp: dict, device: str) -> str:
+    dev = sp.get(device) or {}
+    dl = sp.get("dlib") or {}
+    lm = dev.get("landmark_model") or {}
+    dl_face = _get(dl, "landmarks_per_face", "median_ms")
+    rows = []
+    for key in sorted(lm, key=lambda k: int(k.split("_")[1])):
+        ours = lm[key]["median_ms"]
+        rows.append([f"landmarks per face, batch {lm[key]['batch']}", _ms(ours), _ms(dl_face),
+                     _x(ours / dl_face) if dl_face and device == "cpu" else "n/a"])
+    e2e, de2e = dev.get("end_to_end") or {}, dl.get("end_to_end") or {}
+    if e2e:
+        rows.append([f"end to end per frame ({e2e.get('frame_size')}, detection + landmarks)", _ms(e2e.get("median_ms"), 1),
+                     _ms(de2e.get("median_ms"), 1),
+                     _x(e2e["median_ms"] / de2e["median_ms"]) if de2e.get("median_ms") and device == "cpu" else "n/a"])
+        rows.append(["faces found per frame", _num(e2e.get("faces_per_frame"), 2), _num(de2e.get("faces_per_frame"), 2), ""])
+    return _table(["median", "facelandmarks", "dlib (1 thread)", "ours / dlib"], rows)
+
+
+def _serving_table(sv: dict) -> str:
+    rows = []
+    for mode in ("batching_on", "batching_off"):
+        r = sv.get(mode)
+        if not r:
+            continue
+        label = f"{mode.split('_')[1]} (`{r.get('endpoint', '?')}`)"
+        if r.get("missing"):
+            rows.append([label, "", "", "", f"not measured: {r['missing']}", "", ""])
+            continue
+        rows.append([label, r.get("concurrency"), r.get("requests"), r.get("errors", 0),
+                     _num(r.get("rps"), 1), _ms(r.get("p50_ms"), 0), _ms(r.get("p95_ms"), 0)])
+    return _table(["adaptive batching", "clients", "requests", "errors", "requests/s", "p50", "p95"], rows)
+
+
+def _training_table(tr: dict) -> str:
+    rows = []
+    for stage in sorted(tr.get("throughput") or {}, key=lambda s: (s != "pretrain", s)):
+        r = tr["throughput"][stage]
+        ips = r.get("images_per_s")
+        note = ", ".join(str(x) for x in (r.get("backbone"), r.get("input_size") and f"{r['input_size']} px",
+                                          r.get("device"), r.get("threads") and f"{r['threads']} threads",
+                                          r.get("train_s") and f"{r['train_s'] / 60:.1f} min training") if x)
+        rows.append([f"{stage}: training images per second", _num(ips, 0) if ips else f"n/a ({r.get('missing', '')})",
+                     note])
+    repro = tr.get("repro")
+    if repro:
+        rows.append(["full `dvc repro` wall time", f"{repro['wall_s'] / 60:.1f} min",
+                     f"measured {repro.get('measured_at', '')}"])
+    else:
+        rows.append(["full `dvc repro` wall time", "not measured yet", "`python -m benchmarks.run --repro`"])
+    return _table(["measure", "value", "note"], rows)
+
+
+def _targets_table(results: dict) -> str:
+    rows = [[t["target"], t["measured"] or "not measured",
+             {True: "met", False: "**missed**", None: "n/a"}[t["met"]]] for t in evaluate_targets(results)]
+    return _table(["target", "measured", "status"], rows)
+
+
+def _header(results: dict) -> str:
+    m = results.get("machine") or {}
+    model = results.get("model") or {}
+    gpu = m.get("gpu")
+    lines = [
+        f"Measured {results.get('generated', '?')} by `python -m benchmarks.run` on {m.get('cpu', '?')} "
+        f"({m.get('threads', '?')} torch threads; torch {m.get('torch', '?')}, dlib {m.get('dlib', '?')}). "
+        f"Model: `{model.get('source', '?')}` ({model.get('backbone', '?')}, {model.get('head', '?')} head, "
+        f"{model.get('input_size', '?')} px, sha256 {model.get('sha256', '?')}).",
+    ]
+    if not gpu:
+        lines.append("No GPU was available to this run: GPU figures are not measured (the code uses CUDA when present).")
+    older = [f"{s} ({_get(results, s, 'measured_at')}"
+             + (f", model sha256 {results[s]['model_sha256']})" if results[s].get("model_sha256") else ")")
+             for s in SECTIONS if isinstance(results.get(s), dict) and results[s].get("measured_at")
+             and results[s]["measured_at"] != results.get("generated")]
+    if older:
+        lines.append("Carried over from earlier runs: " + "; ".join(older) + ".")
+    return " ".join(lines)
+
+
+def render_readme_block(results: dict) -> str:
+    """The README's results block (markdown, without the markers): the headline tables."""
+    parts = [_header(results)]
+    acc = results.get("accuracy")
+    if acc:
+        parts += ["**Accuracy** on the held-out test faces. Both methods get the same box per face: the MTCNN "
+                  "detection box the product uses (for dlib mapped into its own HOG detector's box convention by a "
+                  "conversion fitted on training faces). NME is normalised by the inter-ocular distance; FR = failure "
+                  "rate (share of faces with NME above the threshold); AUC of the CED curve up to the threshold. "
+                  "Note: dlib's model was trained on 300-W, including the AFW and HELEN photos of our 300-W test "
+                  "split, so it has seen those faces; InfAnFace is new to dlib.",
+                  _accuracy_table(acc, "detector")]
+    sp = results.get("speed")
+    if sp:
+        parts += [f"**Speed** on the CPU ({sp.get('threads')} threads for ours; dlib is single-threaded), medians "
+                  "from one run:", _speed_table(sp, "cpu")]
+        if "cuda" in sp:
+            parts += [f"On the GPU ({_get(results, 'machine', 'gpu')}):", _speed_table(sp, "cuda")]
+    sv = results.get("serving")
+    if sv:
+        parts += [f"**Serving** (`bentoml serve` on 127.0.0.1, {sv.get('payload', 'a demo photo')} per request):",
+                  _serving_table(sv)]
+    tr = results.get("training")
+    if tr:
+        parts += ["**Training** (default params):", _training_table(tr)]
+    parts += ["**Targets**:", _targets_table(results),
+              "All figures, the landmark-box protocol and per-subset numbers: `benchmarks/results.md`."]
+    return "\n\n".join(parts)
+
+
+def render_markdown(results: dict) -> str:
+    """``benchmarks/results.md``: every table of the run."""
+    parts = ["# Benchmarks: facelandmarks against dlib's 68-point predictor", _header(results)]
+    acc = results.get("accuracy")
+    if acc:
+        parts.append("## Accuracy")
+        cal = acc.get("calibration") or {}
+        for p in ("detector", "landmarks"):
+            parts += [f"### Same box for both: {PROTOCOL_NAMES[p]}", _accuracy_table(acc, p)]
+        fb = acc.get("fallbacks") or {}
+        parts.append(
+            "Faces: the `test` split of `data/interim/annotations.parquet` ("
+            + ", ".join(f"{DATASET_NAMES.get(k, k)}: {v}" for k, v in sorted((acc.get("faces") or {}).items()))
+            + "). Where MTCNN missed a face, the crop stage's landmark-derived fallback box stands in ("
+            + ", ".join(f"{DATASET_NAMES.get(k, k)}: {v}" for k, v in sorted(fb.items())) + " faces). "
+            f"dlib's boxes: the same box mapped into its HOG detector's convention, a square of side `scale * max(w, h)` "
+            f"centred at the box centre moved by `(dx, dy) * max(w, h)`, medians over {cal.get('hog_found')} of "
+            f"{cal.get('faces')} training faces that HOG found: from the MTCNN box "
+            f"{_conv(cal.get('detector_to_hog'))}; from the landmark box {_conv(cal.get('landmarks_to_hog'))}. "
+            "Ours, landmark protocol: the evaluation stage's `crops` protocol box, i.e. the landmark box scaled and "
+            f"shifted by the `crop.fallback` stored with the model {_conv(cal.get('ours_landmark_box'))}."
+        )
+        parts += ["### dlib as its users run it (its own HOG detector)", _native_table(acc)]
+        rows = []
+        for p in ("detector", "landmarks"):
+            for ds, e in sorted((_get(acc, "protocols", p) or {}).items()):
+                for sub, s in sorted((e.get("per_subset") or {}).items()):
+                    rows.append([p, DATASET_NAMES.get(ds, ds), sub, _get(s, "ours", "faces"), _pct(_get(s, "ours", "nme")),
+                                 _pct(_get(s, "dlib", "nme"))])
+        parts += ["### Per subset (NME, mean)", _table(["box", "test set", "subset", "faces", "ours", "dlib"], rows)]
+    sp = results.get("speed")
+    if sp:
+        parts += ["## Speed", f"CPU, {sp.get('threads')} torch threads:", _speed_table(sp, "cpu")]
+        if "cuda" in sp:
+            parts += [f"GPU ({_get(results, 'machine', 'gpu')}):", _speed_table(sp, "cuda")]
+        else:
+            parts.append("GPU: no GPU was available to this run, so there are no GPU figures; on a machine with CUDA "
+                         "the same command measures them.")
+        parts.append(
+            f"Landmark model: `to_tensor` + forward pass on {sp.get('demo_faces')} real face crops of the demo photos, "
+            "median per face after a warm-up. dlib: shape predictor on the same faces. End to end: "
+            f"{sp.get('frames')} frames of `{sp.get('video')}`, ours = `FaceLandmarker` (MTCNN + landmarks), dlib = "
+            f"HOG detector (upsample {_get(sp, 'dlib', 'hog_upsample')}) + shape predictor."
+        )
+    sv = results.get("serving")
+    if sv:
+        parts += ["## Serving", _serving_table(sv), sv.get("note", "")]
+    tr = results.get("training")
+    if tr:
+        parts += ["## Training", _training_table(tr)]
+    parts += ["## Targets", _targets_table(results)]
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
+def _conv(c: dict | None) -> str:
+    if not c:
+        return "(n/a)"
+    return f"(scale {c.get('scale', 0):.3f}, dx {c.get('dx', 0):+.3f}, dy {c.get('dy', 0):+.3f})"
+
+
+def replace_marked_block(text: str, block: str, source: str = "README.md") -> str:
+    """Replace the text between the bench markers.
+
+    Args:
+        text: the whole file.
+        block: new content (markdown) for between the marker lines.
+        source: file name for error messages.
+    Returns:
+        ``text`` with exactly the marked block replaced (markers kept, each on its own line).
+    Raises:
+        ValueError: the markers are missing, repeated, or out of order.
+    """
+    starts = [m.start() for m in re.finditer(re.escape(START_MARKER), text)]
+    ends = [m.start() for m in re.finditer(re.escape(END_MARKER), text)]
+    if len(starts) != 1 or len(ends) != 1:
+        raise ValueError(f"{source}: expected exactly one {START_MARKER} and one {END_MARKER} line, "
+                         f"found {len(starts)} and {len(ends)}")
+    s, e = starts[0] + len(START_MARKER), ends[0]
+    if e < s:
+        raise ValueError(f"{source}: {END_MARKER} comes before {START_MARKER}")
+    return text[:s] + "\n" + block.strip("\n") + "\n" + text[e:]
+
+
+def write_report(results: dict, json_path: str | os.PathLike, md_path: str | os.PathLike,
+                 readme: str | os.PathLike | None) -> None:
+    """Write results.json, results.md and (when ``readme`` is given) the README block, each atomically.
+
+    Raises:
+        ValueError: README markers missing (nothing of the README is touched then).
+    """
+    results = {**results, "targets": evaluate_targets(results)}
+    new_readme = None
+    if readme is not None:
+        p = Path(readme)
+        new_readme = replace_marked_block(p.read_text(), render_readme_block(results), str(p))
+    write_json(json_path, results)
+    with atomic_path(md_path) as tmp:
+        tmp.write_text(render_markdown(results))
+    if new_readme is not None:
+        with atomic_path(readme) as tmp:
+            tmp.write_text(new_readme)

@@ -1,0 +1,108 @@
+"""Benchmark report writer: results.json / results.md and ONLY the marked README block."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks.report import (
+    END_MARKER,
+    START_MARKER,
+    evaluate_targets,
+    merge_results,
+    render_readme_block,
+    replace_marked_block,
+    write_report,
+)
+
+
+def _summary(nme: float) -> dict:
+    return {"faces": 10, "nme": nme, "nme_median": nme * 0.9, "fr@0.08": 0.1, "auc@0.08": 0.5, "fr@0.10": 0.05,
+            "auc@0.10": 0.6}
+
+
+def _results() -> dict:
+    protocol = {
+        "300w": {"ours": _summary(0.041), "dlib": _summary(0.052), "per_subset": {"afw": {"ours": _summary(0.04), "dlib": _summary(0.05)}}},
+        "infanface": {"ours": _summary(0.120), "dlib": _summary(0.110), "per_subset": {}},
+    }
+    return {
+        "generated": "2025-01-01T00:00:00Z",
+        "machine": {"cpu": "Test CPU", "threads": 2, "torch": "2.x", "dlib": "20", "gpu": None},
+        "model": {"source": "models/finetune/model.pt", "backbone": "mobilenetv3_small_100", "head": "heatmap",
+                  "input_size": 128, "sha256": "abc"},
+        "accuracy": {"faces": {"300w": 10, "infanface": 10}, "fallbacks": {"300w": 0, "infanface": 2},
+                     "protocols": {"detector": protocol, "landmarks": protocol},
+                     "dlib_native": {"300w": {"hog_found": 8, "faces": 10, "ours": _summary(0.04), "dlib": _summary(0.05)}},
+                     "calibration": {"faces": 20, "hog_found": 15, "detector_to_hog": {"scale": 0.8, "dx": 0.0, "dy": 0.05}}},
+        "speed": {"threads": 2, "demo_faces": 18, "frames": 275, "video": "v.mp4",
+                  "dlib": {"landmarks_per_face": {"median_ms": 2.0}, "end_to_end": {"median_ms": 150.0, "faces_per_frame": 1.0},
+                           "hog_upsample": 1},
+                  "cpu": {"landmark_model": {"batch_1": {"median_ms": 6.5, "batch": 1}, "batch_32": {"median_ms": 1.5, "batch": 32}},
+                          "end_to_end": {"median_ms": 120.0, "faces_per_frame": 1.0, "frame_size": "640x360"}}},
+        "training": {"throughput": {"pretrain": {"images_per_s": 180.0, "device": "cpu"}}},
+    }
+
+
+README = "# Title\n\nIntro text.\n\n## Results\n\n" + START_MARKER + "\nold table\n" + END_MARKER + "\n\n## After\n\nTail.\n"
+
+
+def test_replaces_only_the_marked_block():
+    out = replace_marked_block(README, "| new | table |")
+    before, after = README.split(START_MARKER)[0], README.split(END_MARKER)[1]
+    assert out.startswith(before + START_MARKER + "\n| new | table |\n" + END_MARKER)
+    assert out.endswith(END_MARKER + after)
+    assert "old table" not in out
+    assert replace_marked_block(out, "| new | table |") == out  # idempotent
+
+
+@pytest.mark.parametrize("text", ["no markers", START_MARKER + " only", END_MARKER + "\n" + START_MARKER,
+                                  START_MARKER + START_MARKER + END_MARKER])
+def test_bad_markers_are_refused(text):
+    with pytest.raises(ValueError, match="README.md"):
+        replace_marked_block(text, "x")
+
+
+def test_write_report_writes_tables_and_leaves_the_rest_of_the_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    write_report(_results(), tmp_path / "results.json", tmp_path / "results.md", readme)
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nIntro text.\n\n## Results\n\n" + START_MARKER + "\n")
+    assert text.endswith(END_MARKER + "\n\n## After\n\nTail.\n")
+    block = text.split(START_MARKER)[1].split(END_MARKER)[0]
+    assert "| 300-W (AFW + HELEN) | facelandmarks (champion) | 10 | 4.10% |" in block
+    assert "| 300-W (AFW + HELEN) | dlib 68-point | 10 | 5.20% |" in block
+    assert "| landmarks per face, batch 32 | 1.50 ms | 2.00 ms | 0.75x |" in block
+    assert "No GPU was available" in block
+    md = (tmp_path / "results.md").read_text()
+    assert "box derived from the annotated landmarks" in md and "| detector | 300-W (AFW + HELEN) | afw |" in md
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [t["met"] for t in saved["targets"]] == [True, False, True, False]
+
+
+def test_missing_markers_leave_every_file_untouched(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="bench:start"):
+        write_report(_results(), tmp_path / "results.json", tmp_path / "results.md", readme)
+    assert readme.read_text() == "# no markers\n"
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_targets_report_unmeasured_as_none():
+    assert {t["met"] for t in evaluate_targets({})} == {None}
+
+
+def test_skipped_sections_keep_previous_figures():
+    old = _results()
+    old["training"]["repro"] = {"wall_s": 1800.0, "measured_at": "2024-12-31T00:00:00Z"}
+    new = {"generated": "2025-02-01T00:00:00Z", "speed": {"threads": 2, "cpu": {}},
+           "training": {"throughput": {}}}
+    merged = merge_results(old, new)
+    assert merged["accuracy"] == old["accuracy"]          # skipped: kept
+    assert merged["speed"] == new["speed"]                # measured: replaced
+    assert merged["training"]["repro"]["wall_s"] == 1800.0  # no new repro timing: the last one is kept
+    assert merged["generated"] == "2025-02-01T00:00:00Z"
+    assert "Accuracy" in render_readme_block(merged)
