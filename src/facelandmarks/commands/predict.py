@@ -1,0 +1,50 @@
+"""``facelandmarks predict PATH...``: landmarks for photos, folders, GIFs and videos (see :mod:`facelandmarks.predict`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+__all__ = ["predict"]
+
+
+def predict(
+    paths: Annotated[list[Path], typer.Argument(help="photos, GIFs, videos or folders of them")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="output folder")] = Path("predictions"),
+    model: Annotated[str | None, typer.Option(help="MLflow model URI or checkpoint (default: serve.model_uri of "
+                                                   "params.yaml or $FACELANDMARKS_MODEL_URI, i.e. "
+                                                   "models:/facelandmarks@champion)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    draw: Annotated[bool, typer.Option(help="write annotated PNGs / GIFs")] = True,
+    pts: Annotated[bool, typer.Option(help="write one 300-W .pts file per face of a photo")] = True,
+    max_frames: Annotated[int | None, typer.Option(help="frames kept from a GIF or video (default: serve.limits)")] = None,
+    fps: Annotated[float | None, typer.Option(help="frames per second kept (default: serve.limits)")] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Find faces and their 68 landmarks; write JSON (+ .pts) and annotated images or GIFs.
+
+    Exits with 1 when some input could not be read (the others are still written), 2 when the model
+    cannot be loaded.
+    """
+    from facelandmarks.inference import FaceLandmarker
+    from facelandmarks.inference.source import ModelSourceError
+    from facelandmarks.model.checkpoint import CheckpointError
+    from facelandmarks.predict import predict_paths
+    from facelandmarks.serving.config import load_serve_params
+
+    cfg = load_serve_params()
+    limits = cfg.limits.model_copy(update={k: v for k, v in {"max_frames": max_frames, "fps": fps}.items() if v is not None})
+    uri = model or cfg.model_uri
+    try:
+        landmarker = FaceLandmarker.load(uri, device=device, tracking_uri=cfg.tracking_uri)
+    except (ModelSourceError, CheckpointError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
+    result = predict_paths(landmarker, paths, out, limits, draw=draw, pts=pts, progress=progress)
+    typer.echo(f"predict: {result.faces} faces in {result.inputs} inputs; {len(result.written)} files written to {out}")
+    for path, reason in result.failed:
+        typer.echo(f"skipped {path}: {reason}", err=True)
+    if result.failed:
+        raise typer.Exit(1)

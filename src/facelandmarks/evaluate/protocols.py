@@ -1,0 +1,170 @@
+"""The two evaluation protocols: where the face box comes from before the model sees the face.
+
+* ``crops`` (the literature's protocol, e.g. 300-W, Sagonas et al. IVC 2016): the face is cut from a box
+  derived from its ANNOTATION, so detection plays no part. The box is the MTCNN-like box the model's
+  own crop settings derive from the landmark box (``crop.fallback`` stored in the checkpoint:
+  :func:`facelandmarks.crop.faces.fallback_box`), so the crop frames the face as the training crops did.
+* ``end_to_end`` (the product's own path): :class:`facelandmarks.inference.FaceLandmarker` on the whole
+  photo: MTCNN once per photo, the model on every detection. Each annotated face is matched to one
+  detection by IoU with its landmark box (greedy, one-to-one, ``match_iou``). A face without a matching
+  detection is MISSED: its NME counts as infinite, i.e. a failure at every threshold and no share of the
+  AUC, and it is left out of the mean NME (which is over detected faces; the detection rate is reported
+  beside it). Detections that match no annotated face (unannotated people, false positives) are not scored.
+
+Predictions are in photo pixels, so NME is measured in the photo's own frame for both protocols.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from facelandmarks.crop.config import FallbackConfig
+from facelandmarks.crop.faces import fallback_box
+from facelandmarks.data.table import landmarks_bbox
+from facelandmarks.detect.matching import match_boxes
+from facelandmarks.inference.landmarker import FaceLandmarker
+from facelandmarks.io.images import ImageReadError, read_image
+
+__all__ = ["ModelRun", "Predictions", "annotated_boxes", "predict_faces"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelRun:
+    """One model to evaluate and the faces it is evaluated on.
+
+    Attributes:
+        name: e.g. ``finetune``.
+        landmarker: the predictor.
+        face_ids: ids of the annotated faces it predicts (its data sets and splits).
+    """
+
+    name: str
+    landmarker: FaceLandmarker
+    face_ids: set[str]
+
+
+@dataclass
+class Predictions:
+    """Predictions of one model under one protocol.
+
+    Attributes:
+        landmarks: face_id -> ``(K, 2) float32`` photo pixels (only faces that were found).
+        det_iou: face_id -> IoU of the matched detection with the landmark box (end to end only).
+        missed: face_ids without a matching detection (end to end only).
+    """
+
+    landmarks: dict[str, np.ndarray] = field(default_factory=dict)
+    det_iou: dict[str, float] = field(default_factory=dict)
+    missed: set[str] = field(default_factory=set)
+
+
+def annotated_boxes(landmarks: np.ndarray, landmarker: FaceLandmarker) -> np.ndarray:
+    """MTCNN-like boxes from annotated landmarks, with the model's stored calibration (``crop.fallback``).
+
+    Args:
+        landmarks: ``(n, K, 2)`` annotated points, photo pixels.
+        landmarker: its ``config.crop["fallback"]`` (defaults when absent) gives scale and offset.
+    Returns:
+        ``(n, 4) float32`` boxes x0, y0, x1, y1.
+    """
+    fb = FallbackConfig.model_validate((landmarker.config.crop or {}).get("fallback") or {})
+    return np.stack([fallback_box(lm, fb) for lm in np.asarray(landmarks)]).astype(np.float32)
+
+
+def _read_photo(paths: Iterable[str]) -> tuple[np.ndarray | None, str | None]:
+    errors = []
+    for p in paths:
+        try:
+            return read_image(p), None
+        except ImageReadError as e:
+            errors.append(str(e))
+    return None, "; ".join(errors)
+
+
+def predict_faces(
+    faces: pd.DataFrame,
+    runs: list[ModelRun],
+    protocols: list[str],
+    match_iou: float = 0.3,
+    batch_photos: int = 8,
+    progress: bool = True,
+) -> tuple[dict[tuple[str, str], Predictions], list[dict]]:
+    """Predict every annotated face with every model under every protocol.
+
+    Each photo is read once and, for ``end_to_end``, detected once (the detector of the first model is
+    used for all, so models are compared on the same detections).
+
+    Args:
+        faces: annotation rows (``face_id``, ``photo_id``, ``image_path``, ``landmarks``).
+        runs: the models and the faces each one predicts.
+        protocols: ``crops`` and/or ``end_to_end``.
+        match_iou: smallest IoU of a detection with a landmark box that counts as that face.
+        batch_photos: photos per MTCNN pass.
+        progress: show a tqdm bar.
+    Returns:
+        ``({(model, protocol): Predictions}, problems)``; problems list unreadable photos
+        (``{"photo_id", "faces", "reason", "detail"}``), whose faces are left out of every result.
+    Raises:
+        ValueError: an unknown protocol.
+    """
+    unknown = set(protocols) - {"crops", "end_to_end"}
+    if unknown:
+        raise ValueError(f"unknown evaluation protocols {sorted(unknown)}; use crops, end_to_end")
+    out = {(r.name, p): Predictions() for r in runs for p in protocols}
+    problems: list[dict] = []
+    wanted = set().union(*(r.face_ids for r in runs)) if runs else set()
+    faces = faces[faces["face_id"].isin(wanted)]
+    photos = [g for _, g in faces.groupby("photo_id", sort=True)]
+    detector = runs[0].landmarker.detector if runs else None
+    bar = tqdm(total=len(faces), desc="evaluate", unit="face", disable=not progress)
+    for start in range(0, len(photos), batch_photos):
+        chunk = photos[start : start + batch_photos]
+        loaded = []
+        for g in chunk:
+            img, err = _read_photo(dict.fromkeys(g["image_path"]))
+            if img is None:
+                log.warning("evaluate: skipping photo %s (%d faces): %s", g["photo_id"].iloc[0], len(g), err)
+                problems.append({"photo_id": g["photo_id"].iloc[0], "faces": len(g), "reason": "unreadable", "detail": err})
+            else:
+                loaded.append((g, img))
+            bar.update(len(g))
+        if not loaded:
+            continue
+        dets = detector.detect([img for _, img in loaded]) if "end_to_end" in protocols else None
+        for run in runs:
+            idx = [i for i, (g, _) in enumerate(loaded) if g["face_id"].isin(run.face_ids).any()]
+            if not idx:
+                continue
+            if "crops" in protocols:
+                res = out[(run.name, "crops")]
+                for i in idx:
+                    g, img = loaded[i]
+                    g = g[g["face_id"].isin(run.face_ids)]
+                    gt = np.stack(g["landmarks"].to_numpy())
+                    pred = run.landmarker.landmarks_in_boxes(img, annotated_boxes(gt, run.landmarker))
+                    res.landmarks.update(zip(g["face_id"], pred))
+            if "end_to_end" in protocols:
+                res = out[(run.name, "end_to_end")]
+                found = run.landmarker.faces_from_detections([loaded[i][1] for i in idx], [dets[i] for i in idx])
+                for i, found_faces in zip(idx, found):
+                    g = loaded[i][0]
+                    g = g[g["face_id"].isin(run.face_ids)]
+                    gt = np.stack(g["landmarks"].to_numpy())
+                    boxes = np.stack([f.box for f in found_faces]) if found_faces else np.zeros((0, 4), np.float32)
+                    match, ious = match_boxes(boxes, landmarks_bbox(gt), match_iou)
+                    for face_id, j, iou in zip(g["face_id"], match, ious):
+                        if j >= 0:
+                            res.landmarks[face_id] = found_faces[j].landmarks
+                            res.det_iou[face_id] = float(iou)
+                        else:
+                            res.missed.add(face_id)
+    bar.close()
+    return out, problems

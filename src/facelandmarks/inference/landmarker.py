@@ -1,0 +1,258 @@
+"""The public predictor: photo in, faces with 68 landmarks out.
+
+:class:`FaceLandmarker` is the one path from pixels to landmarks that the command line
+(``facelandmarks predict``), the BentoML service and the end-to-end evaluation share:
+
+1. MTCNN finds the faces (:class:`facelandmarks.detect.mtcnn.FaceDetector`, batched over photos);
+2. each face is cut as a square crop exactly as the training crops were cut
+   (:func:`facelandmarks.crop.faces.faces_from_detections`, with the crop settings stored in the
+   model's checkpoint);
+3. all crops of a call go through the landmark network together
+   (:func:`facelandmarks.model.inference.predict_crops`);
+4. crop-pixel predictions are mapped back to photo pixels with each crop's exact affine
+   (:func:`facelandmarks.crop.geometry.map_points`).
+
+Example:
+    >>> from facelandmarks import FaceLandmarker
+    >>> lm = FaceLandmarker.load("models:/facelandmarks@champion")   # or "models/finetune/model.pt"
+    >>> faces = lm(image)                 # image: (H, W, 3) uint8 RGB
+    >>> faces[0].landmarks.shape          # (68, 2) float32, 0-based photo pixels
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from facelandmarks.crop.config import CropConfig
+from facelandmarks.crop.faces import crop_face, faces_from_detections
+from facelandmarks.crop.geometry import map_points
+from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector, resolve_device
+from facelandmarks.io.images import to_rgb_uint8
+from facelandmarks.schemes import LandmarkScheme, get_scheme
+
+__all__ = ["Face", "FaceLandmarker", "crop_config_of", "detector_config_of"]
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face found in a photo.
+
+    Attributes:
+        box: ``(4,) float32`` MTCNN box x0, y0, x1, y1 in photo pixels (box edges).
+        score: MTCNN face probability in [0, 1].
+        landmarks: ``(K, 2) float32`` (K = 68 for ``ibug68``) x, y in 0-based photo pixels, pixel
+            centres at integers, in the scheme's point order.
+    """
+
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+
+    def to_dict(self, decimals: int = 2) -> dict[str, Any]:
+        """JSON-ready form: ``{"box": [4 floats], "score": float, "landmarks": [[x, y] x K]}``."""
+        return {
+            "box": [round(float(v), decimals) for v in self.box],
+            "score": round(float(self.score), 4),
+            "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+        }
+
+
+def crop_config_of(config: Any) -> CropConfig:
+    """The crop settings a model was trained with (``ModelConfig.crop``), its input size as the crop size.
+
+    Keys of ``config.crop`` that are not crop geometry (e.g. the ``crop`` stage's own knobs) are ignored.
+    """
+    stored = dict(getattr(config, "crop", None) or {})
+    geometry = {k: v for k, v in stored.items() if k in CropConfig.model_fields}
+    geometry["size"] = int(config.input_size)
+    return CropConfig.model_validate(geometry)
+
+
+def detector_config_of(config: Any, device: str = "auto") -> DetectorConfig:
+    """MTCNN settings stored with a model (``ModelConfig.crop["detector"]`` when present), else the defaults.
+
+    Args:
+        config: the model's ``ModelConfig``.
+        device: ``auto``, ``cpu``, ``cuda`` (overrides the stored device).
+    """
+    stored = dict((getattr(config, "crop", None) or {}).get("detector") or {})
+    stored["device"] = device
+    return DetectorConfig.model_validate(stored)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class FaceLandmarker:
+    """Find every face in a photo and put the model's landmarks on it.
+
+    Build it with :meth:`load`. Calling it on one photo returns a list of :class:`Face`; :meth:`predict`
+    takes many photos (video frames) and batches detection and landmarking across them. All faces of a
+    call go through the network in batches of ``batch_size`` crops.
+
+    Args:
+        model: a landmark network (``(B, 3, S, S)`` -> ``(B, K, 2)`` crop pixels), e.g. from
+            :func:`facelandmarks.model.checkpoint.load_checkpoint`.
+        config: its ``ModelConfig`` (scheme, input size, crop settings).
+        detector: a shared :class:`FaceDetector` (built from the model's stored settings when None).
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+        batch_size: crops per forward pass.
+        source: where the model came from (shown in ``repr`` and the service's info).
+        checkpoint_sha256: the checkpoint file's hash, when known.
+    Attributes:
+        scheme: the :class:`LandmarkScheme` of the predictions.
+        crop: the :class:`CropConfig` faces are cut with.
+        detector: the MTCNN detector.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        config: Any,
+        detector: FaceDetector | None = None,
+        device: str = "auto",
+        batch_size: int = 64,
+        source: str = "<model>",
+        checkpoint_sha256: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.to(self.device).eval()
+        self.config = config
+        self.scheme: LandmarkScheme = get_scheme(config.scheme)
+        self.crop: CropConfig = crop_config_of(config)
+        self.detector = detector or FaceDetector(detector_config_of(config, self.device))
+        self.batch_size = int(batch_size)
+        self.source = source
+        self.checkpoint_sha256 = checkpoint_sha256
+
+    @classmethod
+    def load(
+        cls,
+        uri: str | os.PathLike,
+        device: str = "auto",
+        tracking_uri: str | None = None,
+        detector: FaceDetector | None = None,
+        batch_size: int = 64,
+    ) -> "FaceLandmarker":
+        """Load a trained model.
+
+        Args:
+            uri: an MLflow model URI (``models:/facelandmarks@champion``, ``models:/facelandmarks/3``,
+                ``runs:/<id>/model``), a checkpoint file (``models/finetune/model.pt``) or a folder holding
+                one (see :mod:`facelandmarks.inference.source`).
+            device: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+            tracking_uri: MLflow tracking/registry URI (default: MLflow's, i.e. ``MLFLOW_TRACKING_URI``).
+            detector: reuse an existing detector (e.g. to compare two models on the same detections).
+            batch_size: crops per forward pass.
+        Raises:
+            facelandmarks.inference.source.ModelSourceError: the URI leads nowhere.
+            facelandmarks.model.checkpoint.CheckpointError: the file is not a readable checkpoint.
+        """
+        from facelandmarks.inference.source import local_checkpoint
+        from facelandmarks.model.checkpoint import load_checkpoint
+
+        dev = resolve_device(device)
+        with local_checkpoint(uri, tracking_uri) as path:
+            model, config = load_checkpoint(path, map_location=dev)
+            digest = _sha256(path)
+        return cls(model, config, detector=detector, device=dev, batch_size=batch_size, source=os.fspath(uri),
+                   checkpoint_sha256=digest)
+
+    def __repr__(self) -> str:
+        return (f"FaceLandmarker(source={self.source!r}, backbone={self.config.backbone!r}, head={self.config.head!r}, "
+                f"scheme={self.scheme.name!r}, input_size={self.config.input_size}, device={self.device!r})")
+
+    def __call__(self, image: np.ndarray) -> list[Face]:
+        """Faces of one photo.
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB (grayscale, RGBA and 16-bit arrays are converted).
+        Returns:
+            one :class:`Face` per detected face, by descending detection score; ``[]`` when there is none.
+        Raises:
+            facelandmarks.io.images.ImageReadError: an array that is not an image.
+        """
+        return self.predict([image])[0]
+
+    def predict(self, images: Sequence[np.ndarray]) -> list[list[Face]]:
+        """Faces of many photos (e.g. the frames of a video), detection and landmarks batched.
+
+        Args:
+            images: ``(H, W, 3) uint8`` RGB photos of any sizes.
+        Returns:
+            one list of :class:`Face` per photo, in order.
+        """
+        rgb = [to_rgb_uint8(im, f"image {i}") for i, im in enumerate(images)]
+        if not rgb:
+            return []
+        return self.faces_from_detections(rgb, self.detector.detect(rgb))
+
+    def faces_from_detections(self, images: Sequence[np.ndarray], detections: Sequence[Detections]) -> list[list[Face]]:
+        """Landmarks for given detections (the second half of :meth:`predict`).
+
+        Lets a caller detect once and landmark with several models (the ``evaluate`` stage).
+
+        Args:
+            images: ``(H, W, 3) uint8`` RGB photos.
+            detections: one :class:`Detections` per photo (from :meth:`FaceDetector.detect`).
+        Returns:
+            one list of :class:`Face` per photo.
+        """
+        per_photo = [faces_from_detections(im, d, self.crop) for im, d in zip(images, detections)]
+        flat = [f for faces in per_photo for f in faces]
+        if not flat:
+            return [[] for _ in per_photo]
+        pred = self.predict_crops(np.stack([f.crop for f in flat]))
+        out: list[list[Face]] = []
+        i = 0
+        for faces in per_photo:
+            row = []
+            for f in faces:
+                pts = map_points(pred[i], f.crop_to_photo).astype(np.float32)
+                row.append(Face(box=np.asarray(f.box, np.float32), score=float(f.score), landmarks=pts))
+                i += 1
+            out.append(row)
+        return out
+
+    def landmarks_in_boxes(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Landmarks of faces in given boxes, skipping detection (the crops protocol of evaluation).
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB photo.
+            boxes: ``(n, 4)`` MTCNN-like boxes x0, y0, x1, y1 (photo pixels); each is cut with the model's
+                crop settings.
+        Returns:
+            ``(n, K, 2) float32`` landmarks in photo pixels.
+        Raises:
+            ValueError: a degenerate box.
+        """
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        if len(b) == 0:
+            return np.zeros((0, self.scheme.num_points, 2), np.float32)
+        cut = [crop_face(image, box, self.crop) for box in b]
+        pred = self.predict_crops(np.stack([c for c, _ in cut]))
+        return np.stack([map_points(p, m) for p, (_, m) in zip(pred, cut)]).astype(np.float32)
+
+    def predict_crops(self, crops: np.ndarray) -> np.ndarray:
+        """The network on ready crops.
+
+        Args:
+            crops: ``(N, S, S, 3) uint8`` RGB, ``S = config.input_size``.
+        Returns:
+            ``(N, K, 2) float32`` landmarks in crop pixels.
+        """
+        from facelandmarks.model.inference import predict_crops
+
+        return predict_crops(self.model, crops, batch_size=self.batch_size, device=self.device)

@@ -1,0 +1,1 @@
+"""The BentoML service (:mod:`facelandmarks.serving.service`) and its settings."""

@@ -1,0 +1,129 @@
+"""The evaluate stage: both protocols on real annotated faces, metrics per subset, CED plots, MLflow."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from facelandmarks.evaluate.protocols import Predictions
+from facelandmarks.evaluate.summary import face_errors, group_metrics, metrics_tree
+from facelandmarks.schemes import IBUG68
+
+
+def _infant_test(annotations, n=6):
+    df = annotations[0]
+    return df[(df["dataset"] == "infanface") & (df["split"] == "test")].sort_values("face_id").head(n).reset_index(drop=True)
+
+
+def test_perfect_and_shifted_predictions_give_their_nme(annotations):
+    faces = _infant_test(annotations)
+    ids = set(faces["face_id"])
+    gt = {r.face_id: r.landmarks for r in faces.itertuples()}
+    perfect = face_errors(faces, Predictions(landmarks=dict(gt)), IBUG68, ["inter_ocular", "box"], ids)
+    assert len(perfect) == len(faces) and (perfect["nme_inter_ocular"] == 0).all() and perfect["found"].all()
+
+    # every point 3 px to the right: inter-ocular NME = 3 / |p36 - p45| for each face
+    shifted = Predictions(landmarks={k: v + np.array([3.0, 0.0], np.float32) for k, v in gt.items()})
+    err = face_errors(faces, shifted, IBUG68, ["inter_ocular"], ids)
+    expected = [3.0 / np.linalg.norm(v[36] - v[45]) for v in faces["landmarks"]]
+    np.testing.assert_allclose(err["nme_inter_ocular"], expected, rtol=1e-5)
+
+
+def test_a_missed_face_fails_but_stays_out_of_the_mean(annotations):
+    faces = _infant_test(annotations)
+    ids = list(faces["face_id"])
+    gt = {r.face_id: r.landmarks for r in faces.itertuples()}
+    preds = Predictions(landmarks={k: gt[k] for k in ids[1:]}, missed={ids[0]})
+    err = face_errors(faces, preds, IBUG68, ["inter_ocular"], set(ids))
+    assert not err.loc[err["face_id"] == ids[0], "found"].item()
+    assert math.isinf(err.loc[err["face_id"] == ids[0], "nme_inter_ocular"].item())
+    m = group_metrics(err, ["inter_ocular"], "inter_ocular", [0.08, 0.10], end_to_end=True)
+    assert m["faces"] == len(ids) and m["detected"] == pytest.approx((len(ids) - 1) / len(ids), abs=1e-5)
+    assert m["nme_inter_ocular"] == 0.0  # mean over the found faces
+    assert m["failure_rate_08"] == pytest.approx(1 / len(ids), abs=1e-5)  # the miss is the only failure
+    assert m["auc_08"] == pytest.approx((len(ids) - 1) / len(ids), abs=1e-5)
+
+
+def test_groups_include_subsets_and_infant_condition_flags(annotations):
+    df = annotations[0]
+    faces = df[df["split"] == "test"]
+    preds = Predictions(landmarks={r.face_id: r.landmarks for r in faces.itertuples()})
+    err = face_errors(faces, preds, IBUG68, ["inter_ocular"], set(faces["face_id"]))
+    tree = metrics_tree({("m", "crops"): err}, ["inter_ocular"], "inter_ocular", [0.08], ["turned", "occluded", "expressive", "tilted"])
+    infant = tree["m"]["crops"]["infanface"]["test"]
+    assert {"all", "ads", "google2", "youtube2", "turned", "occluded", "expressive", "tilted"} <= set(infant)
+    assert infant["turned"]["faces"] == int(faces.loc[faces["dataset"] == "infanface", "turned"].fillna(False).sum())
+    assert {"all", "afw", "helen"} == set(tree["m"]["crops"]["300w"]["test"])  # no flags on 300-W
+
+
+@pytest.mark.slow
+def test_evaluate_stage_writes_metrics_plots_and_mlflow(tiny_checkpoint, annotations, tmp_path, monkeypatch):
+    """The real stage (both protocols, two models, real photos) on a few faces of each test split."""
+    import mlflow
+
+    from facelandmarks.data.table import write_table
+    from facelandmarks.evaluate.stage import main
+
+    table = tmp_path / "annotations.parquet"
+    write_table(annotations[0], table)
+    out = tmp_path / "reports"
+    params = {
+        "seed": 0, "scheme": "ibug68",
+        "tracking": {"experiment": "evaluate-test", "tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+                     "artifact_location": str(tmp_path / "mlartifacts")},
+        "evaluate": {
+            "models": {"finetune": {"checkpoint": str(tiny_checkpoint)},
+                       "pretrain": {"checkpoint": str(tiny_checkpoint), "datasets": ["infanface"]}},
+            "splits": ["test"], "max_faces": 5, "num_threads": 1, "batch_photos": 4, "device": "cpu",
+            "annotations": str(table), "metrics": str(out / "metrics.json"), "plots_dir": str(out / "plots" / "ced"),
+            "faces_table": str(out / "faces.csv"), "figure": str(out / "ced.png"), "markdown": str(out / "metrics.md"),
+            "demo": {"max_frames": 2, "fps": 2, "max_side": 120, "photo_max_side": 300,
+                     "photo_out": str(out / "demo.png"), "gif_out": str(out / "demo.gif")},
+        },
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
+    main(str(tmp_path / "params.yaml"))
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["finetune"]) == {"crops", "end_to_end"}
+    assert set(metrics["finetune"]["crops"]) == {"300w", "infanface"}
+    assert set(metrics["pretrain"]["crops"]) == {"infanface"}  # the pretrained model only on the second domain
+    for protocol in ("crops", "end_to_end"):
+        a = metrics["finetune"][protocol]["infanface"]["test"]["all"]
+        assert a["faces"] == 5
+        assert all(k in a for k in ("nme_inter_ocular", "nme_inter_pupil", "nme_box", "failure_rate_08", "auc_08",
+                                    "failure_rate_10", "auc_10"))
+        assert 0 <= a["auc_08"] <= a["auc_10"] <= 1 and 0 <= a["failure_rate_10"] <= a["failure_rate_08"] <= 1
+    assert 0 <= metrics["finetune"]["end_to_end"]["300w"]["test"]["all"]["detected"] <= 1
+    # same checkpoint under two names: identical numbers on the same faces
+    assert metrics["pretrain"]["crops"]["infanface"] == metrics["finetune"]["crops"]["infanface"]
+
+    faces = pd.read_csv(out / "faces.csv")
+    assert len(faces) == 5 * 2 * 2 + 5 * 2  # finetune: 2 data sets x 2 protocols; pretrain: infanface x 2
+    crops = faces[(faces["model"] == "finetune") & (faces["protocol"] == "crops") & (faces["dataset"] == "infanface")]
+    assert crops["nme_inter_ocular"].mean() == pytest.approx(metrics["finetune"]["crops"]["infanface"]["test"]["all"]["nme_inter_ocular"], abs=1e-4)
+
+    curve = pd.read_csv(out / "plots" / "ced" / "finetune_end_to_end_infanface_test.csv")
+    assert list(curve.columns) == ["nme", "fraction"] and (curve["fraction"].diff().dropna() >= 0).all()
+    assert (out / "ced.png").stat().st_size > 10_000
+    table = (out / "metrics.md").read_text()
+    assert "| finetune | end to end | infanface | all | 5 |" in table and "| pretrain | crops | infanface | ads |" in table
+    with Image.open(out / "demo.png") as im:  # README figures: demo media only
+        assert max(im.size) == 300
+    with Image.open(out / "demo.gif") as im:
+        assert im.n_frames == 2 and max(im.size) == 120
+
+    mlflow.set_tracking_uri(params["tracking"]["tracking_uri"])
+    [run] = mlflow.search_runs(experiment_names=["evaluate-test"], filter_string="tags.`facelandmarks.stage` = 'evaluate'",
+                               output_format="list")
+    logged = run.data.metrics
+    assert logged["finetune/crops/infanface/test/all/nme_inter_ocular"] == pytest.approx(
+        metrics["finetune"]["crops"]["infanface"]["test"]["all"]["nme_inter_ocular"])
