@@ -111,7 +111,9 @@ def test_images_bad_inputs(tmp_path):
 
     buf = io.BytesIO()
     big.save(buf, "PNG")
-    with pytest.raises(ImageReadError, match="exceeds the limit"):
+    from facelandmarks.io.images import ImageTooLargeError
+
+    with pytest.raises(ImageTooLargeError, match="exceeds the limit"):
         decode_image(buf.getvalue(), max_pixels=1_000_000)
 
 

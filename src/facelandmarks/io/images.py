@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ["ImageReadError", "read_image", "decode_image", "write_image", "to_rgb_uint8", "DEFAULT_MAX_PIXELS"]
+__all__ = ["ImageReadError", "ImageTooLargeError", "read_image", "decode_image", "write_image", "to_rgb_uint8", "DEFAULT_MAX_PIXELS"]
 
 #: Default limit on width x height of a decoded image (decompression-bomb guard), 40 megapixels.
 DEFAULT_MAX_PIXELS = 40_000_000
@@ -23,6 +23,10 @@ DEFAULT_MAX_PIXELS = 40_000_000
 
 class ImageReadError(ValueError):
     """A file or upload is not a readable image, or is too large; the message names the source."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image has more pixels than allowed (decompression-bomb guard); HTTP 413 in the service."""
 
 
 def to_rgb_uint8(arr: np.ndarray, source: str = "<array>") -> np.ndarray:
@@ -90,13 +94,14 @@ def decode_image(
         max_pixels: refuse images with more pixels than this.
         apply_exif: rotate by the EXIF orientation tag (for uploads shown to people).
     Raises:
-        ImageReadError: not an image, truncated, or too large.
+        ImageReadError: not an image or truncated.
+        ImageTooLargeError: more than ``max_pixels`` pixels (checked from the header, before decoding).
     """
     try:
         with Image.open(io.BytesIO(data)) as im:
             w, h = im.size
             if w * h > max_pixels:
-                raise ImageReadError(f"{source}: image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
+                raise ImageTooLargeError(f"{source}: image of {w}x{h} pixels exceeds the limit of {max_pixels} pixels")
             orientation = im.getexif().get(0x0112, 1) if apply_exif else 1
     except ImageReadError:
         raise
