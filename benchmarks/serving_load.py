@@ -44,8 +44,9 @@ class ServingMode:
 
 
 #: The service's endpoints (src/facelandmarks/serving/service.py): ``/faces`` answers each request on its own;
-#: ``/faces_batch`` is its adaptive-batching twin (``@bentoml.api(batchable=True)``, a list of photos per call,
-#: requests of concurrent clients merged server-side into one forward pass).
+#: ``/faces_batch`` is its adaptive-batching twin (multipart field ``images``, one or more photos per request): it
+#: hands the photos to the batchable ``/landmark_batch`` (``@bentoml.api(batchable=True)``, ``serve.batching``),
+#: whose dispatcher merges the photos of concurrent requests into one MTCNN + network call.
 DEFAULT_MODES = {
     "batching_on": ServingMode("/faces_batch", "images"),
     "batching_off": ServingMode("/faces", "image"),

@@ -1,14 +1,17 @@
-"""The real ``bentoml serve`` on 127.0.0.1: faces as JSON, annotated PNG and GIF, bad input answered 4xx."""
+"""The real ``bentoml serve`` on 127.0.0.1: faces as JSON (one by one and adaptively batched), annotated PNG and
+GIF, bad input answered 4xx."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +118,64 @@ def test_serve_photos_bad_input_and_keep_serving(server):
     assert r.status_code == 200 and r.json() == []
 
 
+def _assert_same_faces(got: list[dict], want: list[dict], atol: float = 1e-3) -> None:
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g["box"], w["box"], atol=atol)
+        np.testing.assert_allclose(g["landmarks"], w["landmarks"], atol=atol)
+        assert abs(g["score"] - w["score"]) <= 1e-4
+
+
+def _batched_calls(url: str) -> float:
+    """How many calls of the batchable ``landmark_batch`` BentoML's dispatcher has made (from ``/metrics``)."""
+    metrics = requests.get(f"{url}/metrics", timeout=30).text
+    m = re.search(r'^bentoml_service_adaptive_batch_size_count\{[^}]*method_name="landmark_batch"[^}]*\} (\S+)$',
+                  metrics, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+@pytest.mark.slow
+def test_serve_adaptive_batching_answers_like_single_photos(server):
+    """``/faces_batch``: concurrent requests merged by BentoML's dispatcher into one landmarking call answer what
+    ``/faces`` answers for each photo; bad photos in the same batch get their own 4xx and fail nobody else."""
+    names = ["face_recognition__obama.jpg", "face_recognition__two_people.jpg", "face_recognition__alex-lacamoire.png",
+             "face_recognition__obama.jpg"]  # the same size twice: also batched through MTCNN together
+    photos = [(DEMO / n).read_bytes() for n in names]
+    single = {}
+    for n, data in zip(names, photos):
+        r = _faces(server, data, n)
+        assert r.status_code == 200, r.text
+        single[n] = r.json()
+    assert [len(single[n]) for n in names] == [1, 2, 1, 1]
+
+    uploads = [*zip(names, photos), ("garbage.jpg", np.random.default_rng(1).bytes(5000)), ("bomb.png", bomb_png())]
+    calls_before = _batched_calls(server)
+
+    def post(upload: tuple[str, bytes]) -> requests.Response:
+        return requests.post(f"{server}/faces_batch", files={"images": upload}, timeout=300)
+
+    with ThreadPoolExecutor(len(uploads)) as pool:
+        answers = list(pool.map(post, uploads))
+    for n, r in zip(names, answers):
+        assert r.status_code == 200, (n, r.text)
+        [faces] = r.json()
+        _assert_same_faces(faces, single[n])
+    garbage, bomb = answers[len(names):]
+    assert garbage.status_code == 400 and "not a readable image" in garbage.text
+    assert bomb.status_code == 413, bomb.text
+    calls = _batched_calls(server) - calls_before  # 6 requests in fewer calls: some were landmarked together
+    assert 0 < calls < len(uploads), f"{len(uploads)} concurrent requests took {calls} batched calls"
+
+    # still serving; several photos in one request come back in order
+    two = [("images", (n, d)) for n, d in zip(names[:2], photos[:2])]
+    r = requests.post(f"{server}/faces_batch", files=two, timeout=300)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert len(got) == 2
+    for n, faces in zip(names[:2], got):
+        _assert_same_faces(faces, single[n])
+
+
 @pytest.mark.slow
 def test_serve_grayscale_rgba_16bit_and_exif_rotated(server):
     rgb = np.asarray(Image.open(DEMO / "face_recognition__obama.jpg").convert("RGB"))
@@ -168,4 +229,5 @@ def test_bentoml_build_makes_a_bento(tmp_path):
     assert (src / "facelandmarks" / "serving" / "service.py").is_file() and (src / "params.yaml").is_file()
     meta = yaml.safe_load(bento.read_text())
     assert meta["service"] == "facelandmarks.serving.service:FaceLandmarks"
-    assert {r["name"] for r in meta["schema"]["routes"]} >= {"faces", "annotate", "annotate_gif", "info"}
+    assert {r["name"] for r in meta["schema"]["routes"]} >= {"faces", "faces_batch", "landmark_batch", "annotate",
+                                                            "annotate_gif", "info"}

@@ -65,7 +65,7 @@ TINY_SETTINGS: dict[str, Any] = {
     "model.pretrained": False,
     "model.head_channels": 16,
     "train.batch_size": 8,
-    "train.num_threads": 2,
+    "train.num_threads": 1,
     "train.num_workers": 0,
     "train.max_faces": 24,
     "train.patience": 0,
@@ -79,9 +79,10 @@ TINY_SETTINGS: dict[str, Any] = {
     "evaluate.max_faces": 8,
     "evaluate.protocols": ["crops"],
     "evaluate.splits": ["test"],
-    "evaluate.num_threads": 2,
+    "evaluate.num_threads": 1,
+    "evaluate.demo.max_frames": 2,
     "evaluate.batch_photos": 4,
-    "register.num_threads": 2,
+    "register.num_threads": 1,
     "retrain.retry_delay_seconds": 1,
 }
 

@@ -17,10 +17,25 @@ from pydantic import Field
 from facelandmarks.media import MediaLimits
 from facelandmarks.params import StrictModel, load_params, section
 
-__all__ = ["MODEL_ENV", "PARAMS_ENV", "ServeParams", "load_serve_params"]
+__all__ = ["MODEL_ENV", "PARAMS_ENV", "BatchingParams", "ServeParams", "load_serve_params"]
 
 MODEL_ENV = "FACELANDMARKS_MODEL_URI"
 PARAMS_ENV = "FACELANDMARKS_PARAMS"
+
+
+class BatchingParams(StrictModel):
+    """Adaptive batching of ``POST /faces_batch`` (BentoML's dispatcher merges concurrent requests).
+
+    Attributes:
+        max_batch_size: most photos landmarked in one call (BentoML requires at least 2).
+        max_latency_ms: BentoML's latency bound in milliseconds: a queued request whose estimated wait plus
+            processing time exceeds it is refused with HTTP 503. It is not a fixed batching window (the
+            dispatcher waits only as long as its fitted cost model says pays off), so it is set well above a
+            CPU batch's processing time (MTCNN + network take ~0.1-1 s per photo on a CPU core).
+    """
+
+    max_batch_size: int = Field(32, ge=2)
+    max_latency_ms: int = Field(10000, ge=1)
 
 
 class ServeParams(StrictModel):
@@ -33,6 +48,7 @@ class ServeParams(StrictModel):
         num_threads: torch CPU threads (0 = torch's default).
         limits: photo, GIF and video limits (pixels, frames, frame rate, output size, upload size).
         gif_chunk: frames landmarked together.
+        batching: adaptive batching of ``/faces_batch`` (read when the service module is imported).
         tracking_uri: MLflow tracking URI (filled from the environment / ``tracking`` section).
     """
 
@@ -42,6 +58,7 @@ class ServeParams(StrictModel):
     num_threads: int = Field(0, ge=0)
     limits: MediaLimits = Field(default_factory=MediaLimits)
     gif_chunk: int = Field(8, ge=1)
+    batching: BatchingParams = Field(default_factory=BatchingParams)
     tracking_uri: str | None = None
 
 
