@@ -20,6 +20,8 @@ for _k, _v in {
     "BENTOML_DO_NOT_TRACK": "true",
     "DVC_NO_ANALYTICS": "1",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    # torch's OpenMP threads sleep instead of spinning while waiting: several times faster on busy cores
+    "OMP_WAIT_POLICY": "PASSIVE",
 }.items():
     os.environ.setdefault(_k, _v)
 
@@ -59,3 +61,140 @@ def annotations(tmp_path_factory):
     params = load_params(ROOT / "params.yaml")
     cfg = section(params, "download", DownloadParams)
     return build_annotations(cfg, params["scheme"], int(params["seed"]), progress=False)
+
+
+# --- tiny project (tests/tiny_project.py): a small, self-contained copy for end-to-end runs ---------
+
+
+@pytest.fixture(scope="session")
+def tiny_data_cache(tmp_path_factory) -> Path:
+    """DVC data objects shared by the tiny copies of one session (the remote is read once)."""
+    return tmp_path_factory.mktemp("tiny-dvc-data")
+
+
+@pytest.fixture
+def tiny_project(tmp_path, tiny_data_cache):
+    """A fresh tiny copy of the project in ``tmp_path / "project"`` with ``data/raw`` pulled
+    (see :func:`tiny_project.make_tiny_project`)."""
+    from tiny_project import make_tiny_project
+
+    return make_tiny_project(tmp_path / "project", data_cache=tiny_data_cache)
+
+
+# --- crop / augment (crop helper): a small real subset, cropped once per session -------------------
+
+
+@pytest.fixture(scope="session")
+def crop_subset(annotations):
+    """About 20 real faces for crop and augment tests, a fixed choice from the annotation table:
+    two AFW photos with several faces (byte-identical files per face), one HELEN photo with several
+    face files (different crops of one photo), four other HELEN faces, and two faces of each
+    InfAnFace subset; both data sets, every split present."""
+    import pandas as pd
+
+    df = annotations[0]
+    per_photo = df.groupby("photo_id")["face_id"].transform("size")
+    afw = df[(df["subset"] == "afw") & (per_photo >= 2)]
+    afw = afw[afw["photo_id"].isin(sorted(afw["photo_id"].unique())[:2])]
+    helen_multi = df[(df["subset"] == "helen") & (per_photo >= 2)]
+    helen_multi = helen_multi[helen_multi["photo_id"] == sorted(helen_multi["photo_id"].unique())[0]]
+    helen = df[(df["subset"] == "helen") & (per_photo == 1)].sort_values("face_id")
+    helen = helen.groupby("split").head(2).head(4)
+    infant = df[df["dataset"] == "infanface"].sort_values("face_id").groupby("subset").head(2)
+    sub = pd.concat([afw, helen_multi, helen, infant]).drop_duplicates("face_id").reset_index(drop=True)
+    return sub
+
+
+@pytest.fixture(scope="session")
+def small_crops(crop_subset, tmp_path_factory):
+    """:func:`facelandmarks.crop.stage.crop_faces` run with the project's ``crop`` params on
+    :func:`crop_subset`. Returns ``(crops DataFrame, report, crops folder)``."""
+    import torch
+
+    from facelandmarks.crop.stage import CropParams, crop_faces
+    from facelandmarks.params import load_params, section
+
+    torch.set_num_threads(1)
+    cfg = section(load_params(ROOT / "params.yaml"), "crop", CropParams)
+    cfg = cfg.model_copy(update={"detector": cfg.detector.model_copy(update={"device": "cpu"})})
+    out = tmp_path_factory.mktemp("crops")
+    crops, report = crop_faces(crop_subset, cfg, out, progress=False)
+    return crops, report, out
+
+
+# --- model / train (training helper): real faces cropped around their landmarks, in memory ----------
+
+
+def _landmark_box_crops(faces, size: int = 64):
+    """Cut square crops (side 1.4 x the longer side of the landmark box; facelandmarks.crop.geometry) of
+    ``faces``: iterable of ``(face_id, photo path, (68, 2) landmarks)``. Returns a train.dataset.Faces."""
+    import numpy as np
+
+    from facelandmarks.crop.geometry import crop_square, invert_affine, map_points, square_box
+    from facelandmarks.data.table import landmarks_bbox
+    from facelandmarks.io.images import read_image
+    from facelandmarks.train.dataset import Faces
+
+    images, points, ids = [], [], []
+    for face_id, photo_path, pts in faces:
+        crop, crop_to_photo = crop_square(read_image(photo_path), square_box(landmarks_bbox(pts), 1.4), size)
+        images.append(crop)
+        points.append(map_points(pts, invert_affine(crop_to_photo)).astype(np.float32))
+        ids.append(face_id)
+    lms = np.stack(points)
+    return Faces(np.stack(images), lms, np.ones(lms.shape[:2], bool), np.asarray(ids))
+
+
+@pytest.fixture(scope="session")
+def landmark_crops():
+    """24 real HELEN faces (data/raw/300w/helen_train, sorted by name) as 64 px square crops around their
+    landmark box. Returns :class:`facelandmarks.train.dataset.Faces` (images ``(24, 64, 64, 3) uint8``,
+    landmarks ``(24, 68, 2) float32`` crop pixels, all visible)."""
+    from facelandmarks.io.pts import read_pts
+
+    paths = sorted((RAW / "300w" / "helen_train").glob("*.pts"))[:24]
+    return _landmark_box_crops((f"300w/helen/{p.stem}", p.with_suffix(".jpg"), read_pts(p)) for p in paths)
+
+
+@pytest.fixture(scope="session")
+def infant_crops():
+    """12 real InfAnFace faces (the first rows of labels.csv) as 64 px crops, like :func:`landmark_crops`."""
+    from facelandmarks.io.infanface import read_infanface_labels
+
+    rows = read_infanface_labels(RAW / "infanface" / "labels.csv").head(12)
+    return _landmark_box_crops(
+        (f"infanface/{r.image_set}/{r.filename}", r.image_path, r.landmarks) for r in rows.itertuples()
+    )
+
+
+# --- evaluate / registry / inference / serving (serving helper): a real, briefly trained model --------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(small_crops, tmp_path_factory) -> Path:
+    """A real landmark network (mobilenetv3_small_050 + heatmap head) trained for a few epochs on the
+    :func:`small_crops` faces (cut by the crop stage's own code with the project's ``crop`` params, which
+    the checkpoint stores, so inference cuts faces alike). Saved by the training code
+    (:func:`facelandmarks.train.loop.fit`); returns the ``model.pt`` path. Not accurate, but real."""
+    import torch
+
+    from facelandmarks.model.config import ModelConfig
+    from facelandmarks.model.network import build_model
+    from facelandmarks.params import load_params
+    from facelandmarks.schemes import get_scheme
+    from facelandmarks.train.dataset import FaceDataset, load_faces
+    from facelandmarks.train.loop import FitOptions, fit
+
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine are many times slower (OpenMP spinning)
+    torch.manual_seed(0)
+    crops, _, _ = small_crops
+    crop = dict(load_params(ROOT / "params.yaml")["crop"])
+    cfg = ModelConfig(backbone="mobilenetv3_small_050", pretrained=False, head="heatmap", head_channels=16,
+                      num_points=68, scheme="ibug68", input_size=int(crop["size"]), crop=crop)
+    faces = load_faces(crops, ROOT, "crop_path", "crop_landmarks", size=cfg.input_size)
+    model = build_model(cfg)
+    out = tmp_path_factory.mktemp("tiny-model")
+    fit(model, FaceDataset(faces, get_scheme("ibug68")), faces, [{"params": list(model.parameters()), "lr": 3e-3}],
+        FitOptions(epochs=4, batch_size=8, warmup_epochs=0.5, device="cpu", progress=False, resume=False, patience=0),
+        out / "model.pt", out / "last.pt", meta={"stage": "tests"})
+    return out / "model.pt"

@@ -65,13 +65,10 @@ def adaptive_wing(
         Loss, same shape as ``pred``.
     """
     d = (pred - target).abs()
-    y = target.abs() if target.dtype.is_floating_point else target.float()
-    p = alpha - y
-    ratio = theta / eps
-    a = omega * (1.0 / (1.0 + torch.pow(torch.as_tensor(ratio, dtype=d.dtype), p))) * p * torch.pow(
-        torch.as_tensor(ratio, dtype=d.dtype), p - 1.0
-    ) / eps
-    c = theta * a - omega * torch.log1p(torch.pow(torch.as_tensor(ratio, dtype=d.dtype), p))
+    p = alpha - target.to(d.dtype)  # the exponent adapts to the target intensity
+    r = torch.as_tensor(theta / eps, dtype=d.dtype, device=d.device)
+    a = omega * (1.0 / (1.0 + torch.pow(r, p))) * p * torch.pow(r, p - 1.0) / eps
+    c = theta * a - omega * torch.log1p(torch.pow(r, p))
     small = omega * torch.log1p(torch.pow(d / eps, p))
     return torch.where(d < theta, small, a * d - c)
 

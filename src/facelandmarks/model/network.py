@@ -8,6 +8,7 @@ from torch import nn
 
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.heads import HeatmapHead, RegressionHead
+from facelandmarks.schemes import get_scheme
 
 __all__ = ["LandmarkModel", "build_model", "count_parameters"]
 
@@ -16,8 +17,10 @@ class LandmarkModel(nn.Module):
     """Backbone + head.
 
     ``model(x)`` with ``x`` ``(B, 3, S, S)`` float32 from :func:`facelandmarks.model.preprocess.to_tensor`
-    returns ``(B, K, 2)`` float32 landmarks in crop pixels (0-based, pixel centres at integers).
-    :meth:`forward_train` returns the head's full output (``coords`` and, for the heatmap head, ``heatmaps``).
+    returns ``(B, K, 2)`` float32 landmarks in crop pixels (0-based, pixel centres at integers); with
+    ``config.flip_test`` it averages the prediction of ``x`` and the un-mirrored prediction of mirrored ``x``.
+    :meth:`forward_train` returns the head's full output for ``x`` alone (``coords`` and, for the heatmap head,
+    ``heatmaps``); training uses it.
 
     Attributes:
         config: the :class:`ModelConfig` it was built from.
@@ -47,6 +50,10 @@ class LandmarkModel(nn.Module):
         else:
             self.head = RegressionHead(channels[-1], config.num_points, config.input_size,
                                        hidden=4 * config.head_channels, dropout=config.dropout)
+        flip_index = get_scheme(config.scheme).flip_index
+        if len(flip_index) != config.num_points:
+            raise ValueError(f"scheme {config.scheme!r} has {len(flip_index)} points, config says {config.num_points}")
+        self.register_buffer("flip_index", torch.as_tensor(flip_index, dtype=torch.long), persistent=False)
 
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` ``(B, 3, S, S)`` -> head outputs (``coords`` ``(B, K, 2)`` float32 crop pixels, ...)."""
@@ -54,7 +61,12 @@ class LandmarkModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` ``(B, 3, S, S)`` float32 -> ``(B, K, 2)`` float32 landmarks in crop pixels."""
-        return self.forward_train(x)["coords"]
+        coords = self.forward_train(x)["coords"]
+        if not self.config.flip_test:
+            return coords
+        mirrored = self.forward_train(torch.flip(x, dims=[3]))["coords"][:, self.flip_index]
+        mirrored = torch.stack([(x.shape[3] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1)
+        return 0.5 * (coords + mirrored)
 
 
 def build_model(config: ModelConfig) -> LandmarkModel:

@@ -1,0 +1,1 @@
+"""Landmark accuracy metrics (NME and what is built on it)."""

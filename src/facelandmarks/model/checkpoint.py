@@ -1,0 +1,99 @@
+"""Checkpoints: the best model of a stage (``models/<stage>/model.pt``) and its resumable state (``last.pt``).
+
+``model.pt`` holds ``{"format": 1, "config": ModelConfig as dict, "state_dict": ..., "meta": {...}}``: enough to
+rebuild the network without params.yaml (:func:`load_checkpoint`). ``last.pt`` adds the optimiser, LR
+scheduler, epoch, early-stopping and random-generator states so an interrupted run continues where it stopped
+(:mod:`facelandmarks.train.loop`). Both are written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from facelandmarks.fsutil import atomic_path
+from facelandmarks.model.config import ModelConfig
+from facelandmarks.model.network import LandmarkModel, build_model
+
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint"]
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable or not a facelandmarks model; the message names the file."""
+
+
+def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # a compiled or channels-last model still saves plain contiguous CPU tensors
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: str | os.PathLike, model: LandmarkModel, meta: dict[str, Any] | None = None,
+                    **extra: Any) -> None:
+    """Write a model checkpoint atomically.
+
+    Args:
+        path: destination (``models/<stage>/model.pt`` or ``last.pt``).
+        model: the network; its ``config`` is stored with the weights.
+        meta: small JSON-able facts (stage, epoch, validation NME, ...).
+        extra: further entries (``optimizer``, ``scheduler``, ``epoch``, ``rng`` ... for ``last.pt``).
+    """
+    blob = {
+        "format": CHECKPOINT_FORMAT,
+        "config": model.config.model_dump(),
+        "state_dict": _state_dict(model),
+        "meta": dict(meta or {}),
+        **extra,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(blob, tmp)
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint's raw dictionary.
+
+    Raises:
+        CheckpointError: missing, unreadable, or not written by :func:`save_checkpoint`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"{p}: checkpoint not found (run `dvc repro` to train it)")
+    try:
+        blob = torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as e:  # torch raises many types for corrupt files
+        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or "config" not in blob:
+        raise CheckpointError(f"{p}: not a facelandmarks checkpoint of format {CHECKPOINT_FORMAT}")
+    return blob
+
+
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+) -> tuple[LandmarkModel, ModelConfig]:
+    """Rebuild a trained network.
+
+    Args:
+        path: ``models/<stage>/model.pt``.
+        map_location: device for the weights (``"cpu"``, ``"cuda"``).
+    Returns:
+        ``(model, config)``; the model is in eval mode on ``map_location``; ``model(x)`` maps ``(B, 3, S, S)``
+        from :func:`facelandmarks.model.preprocess.to_tensor` to ``(B, K, 2)`` crop pixels, with
+        ``S = config.input_size``. ``config.crop`` holds the crop params the model was trained with.
+        Pretrained weights are never downloaded here (the checkpoint has all weights).
+    Raises:
+        CheckpointError: bad file, or weights that do not fit the stored config.
+    """
+    blob = read_checkpoint(path, map_location)
+    config = ModelConfig.model_validate({**blob["config"], "pretrained": False})
+    model = build_model(config)
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: weights do not fit the stored config: {e}") from e
+    stored = ModelConfig.model_validate(blob["config"])
+    model.config = stored
+    return model.to(map_location).eval(), stored

@@ -1,0 +1,95 @@
+"""The ``finetune`` stage: adapt the pretrained model to the second domain (InfAnFace).
+
+Starts from ``finetune.init`` (``models/pretrain/model.pt``): the backbone always, the head too unless the
+point scheme differs (or ``finetune.reinit_head: always``). Optionally freezes the first backbone stages and
+gives backbone and head their own learning rates. Measures both the pretrained model (no finetuning) and the
+finetuned one on the ``finetune.test_split`` crops of the data set, and writes ``models/finetune/model.pt`` and
+``reports/finetune.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelandmarks.fsutil import write_json
+from facelandmarks.model.checkpoint import load_checkpoint
+from facelandmarks.model.network import LandmarkModel, build_model
+from facelandmarks.params import load_params, section
+from facelandmarks.schemes import get_scheme
+from facelandmarks.train.params import FinetuneParams, TrainParams
+from facelandmarks.train.pretrain_stage import model_config, run_name
+from facelandmarks.train.runner import evaluate_nme, load_stage_data, run_stage, set_threads
+from facelandmarks.train.transfer import (
+    freeze_backbone_stages,
+    frozen_modules_eval,
+    load_pretrained,
+    split_parameters,
+)
+
+__all__ = ["REPORT", "main"]
+
+REPORT = "reports/finetune.json"
+log = logging.getLogger(__name__)
+
+
+def main() -> dict[str, Any]:
+    """Run the stage; returns the report written to ``reports/finetune.json``."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params("params.yaml")
+    train = section(params, "train", TrainParams)
+    stage = section(params, "finetune", FinetuneParams)
+    config = model_config(params)
+    scheme = get_scheme(config.scheme)
+    set_threads(train.num_threads)
+    data = load_stage_data(stage.dataset, config.input_size, train.max_faces, test_split=stage.test_split)
+    init = Path(stage.init)
+
+    torch.manual_seed(int(params.get("seed", 0)))
+    model: LandmarkModel = build_model(config.model_copy(update={"pretrained": False}))
+    model.config = config
+    head_reinit = load_pretrained(model, init, stage.reinit_head)
+    frozen = freeze_backbone_stages(model, stage.freeze_stages)
+    backbone, head = split_parameters(model)
+    groups = [{"params": head, "lr": stage.lr}]
+    if backbone:
+        groups.insert(0, {"params": backbone, "lr": stage.backbone_lr or stage.lr})
+
+    def nme_on_test(m: torch.nn.Module, device: torch.device) -> float:
+        if data.test is None:
+            log.warning("no %s rows of %s: test NME not measured", stage.test_split, stage.dataset)
+            return math.nan
+        return float(np.nanmean(evaluate_nme(m, data.test, scheme, device)))
+
+    def before_fit(device: torch.device) -> dict[str, float]:
+        pretrained, _ = load_checkpoint(init, map_location=device)
+        pre = nme_on_test(pretrained, device)
+        pre_val = float(np.nanmean(evaluate_nme(pretrained, data.val, scheme, device)))
+        return {f"{stage.test_split}_nme_pretrained": pre, "val_nme_pretrained": pre_val}
+
+    def after_fit(m: LandmarkModel, device: torch.device) -> dict[str, float]:
+        return {f"{stage.test_split}_nme_finetuned": nme_on_test(m, device)}
+
+    report = run_stage(
+        "finetune", params, model, data, scheme, groups, train, stage,
+        run_name=run_name("finetune", config, stage.dataset),
+        fingerprint_parts=["finetune", stage.model_dump(), train.model_dump(), params.get("seed")],
+        fingerprint_files=[init],
+        train_mode=frozen_modules_eval if frozen else None,
+        before_fit=before_fit,
+        after_fit=after_fit,
+    )
+    report.update({
+        "init": str(init),
+        "head_reinitialised": head_reinit,
+        "frozen_parameters": len(frozen),
+        "n_test_faces": 0 if data.test is None else len(data.test),
+        "test_split": stage.test_split,
+    })
+    write_json(REPORT, report)
+    return report

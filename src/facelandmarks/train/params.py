@@ -1,0 +1,103 @@
+"""The ``train``, ``pretrain`` and ``finetune`` sections of ``params.yaml`` (pydantic, unknown keys are errors)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from facelandmarks.model.losses import LossName
+from facelandmarks.params import StrictModel
+from facelandmarks.train.dataset import OnlineAugment
+
+__all__ = ["TrainParams", "PretrainParams", "FinetuneParams"]
+
+
+class TrainParams(StrictModel):
+    """Shared loop settings (``train``).
+
+    Attributes:
+        batch_size: faces per optimiser step.
+        weight_decay: AdamW decoupled weight decay.
+        warmup_epochs: linear LR warm-up, epochs.
+        min_lr_factor: LR at the end of the cosine, as a fraction of the peak.
+        loss: ``l1``, ``l2``, ``wing`` or ``awing`` on coordinates in crop pixels, masked by visibility.
+        patience: early stopping after this many epochs without a better validation NME (0: off).
+        device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
+        amp: mixed precision on CUDA (ignored on the CPU).
+        channels_last: channels-last memory format on CUDA (ignored on the CPU).
+        num_threads: torch CPU threads; 0 = all cores. The environment variable ``FACELANDMARKS_NUM_THREADS``
+            wins over it.
+        num_workers: DataLoader worker processes (0 or 1 on a 2-core machine).
+        max_faces: use at most this many training rows per stage (0 = all; for tiny test runs).
+        online_augment: per-sample random flip and similarity transform drawn every epoch.
+        resume: continue an interrupted stage from its ``last.pt``.
+        state_dir: where ``<stage>/last.pt`` lives (outside the DVC outputs, which DVC deletes before a run).
+        log_model: log the model to MLflow with ``mlflow.pytorch.log_model`` (torch.export, a few seconds).
+        figure_faces: validation faces drawn in the predictions figure.
+        progress: tqdm progress bars.
+    """
+
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr_factor: float = Field(0.01, ge=0, le=1)
+    loss: LossName = "l1"
+    patience: int = Field(15, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: bool = True
+    channels_last: bool = True
+    num_threads: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0)
+    max_faces: int = Field(0, ge=0)
+    online_augment: OnlineAugment = Field(default_factory=OnlineAugment)
+    resume: bool = True
+    state_dir: str = "checkpoints"
+    log_model: bool = True
+    figure_faces: int = Field(8, ge=0)
+    progress: bool = True
+
+
+class _StageParams(StrictModel):
+    dataset: str
+    epochs: int = Field(60, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int | None = Field(None, ge=1)
+    max_minutes: float | None = Field(None, gt=0)
+
+
+class PretrainParams(_StageParams):
+    """``pretrain``: train on the large domain.
+
+    Attributes:
+        dataset: rows of this data set (``300w``) in ``augmented.parquet`` (train split) and ``crops.parquet``
+            (val split).
+        epochs: maximum epochs over the training rows.
+        lr: peak AdamW learning rate.
+        batch_size: overrides ``train.batch_size`` when set.
+        max_minutes: training time limit (the best checkpoint so far is kept).
+    """
+
+    dataset: str = "300w"
+
+
+class FinetuneParams(_StageParams):
+    """``finetune``: adapt the pretrained model to the second domain.
+
+    Attributes:
+        dataset: ``infanface``.
+        init: the pretrained checkpoint to start from.
+        lr: peak learning rate of the head.
+        backbone_lr: peak learning rate of the backbone (None: same as ``lr``).
+        freeze_stages: freeze the stem and the first N feature stages of the backbone (0: train all).
+        reinit_head: ``auto`` re-initialises the head when the point scheme differs from the checkpoint's;
+            ``always`` / ``never`` force it.
+        test_split: split of ``dataset`` on which the pretrained and the finetuned model are compared.
+    """
+
+    dataset: str = "infanface"
+    init: str = "models/pretrain/model.pt"
+    backbone_lr: float | None = Field(None, gt=0)
+    freeze_stages: int = Field(0, ge=0)
+    reinit_head: Literal["auto", "always", "never"] = "auto"
+    test_split: str = "test"

@@ -1,0 +1,297 @@
+"""What the ``pretrain`` and ``finetune`` stages share: data, threads, the MLflow child run, reports.
+
+A stage (:mod:`facelandmarks.train.pretrain_stage`, :mod:`facelandmarks.train.finetune_stage`) reads
+params.yaml, builds its model and parameter groups, and hands them to :func:`run_stage`, which
+
+1. loads the training variants of its data set (``data/processed/augmented.parquet``, split ``train``) and
+   the validation crops (``data/interim/crops.parquet``, split ``val``);
+2. trains with :func:`facelandmarks.train.loop.fit` (best ``models/<stage>/model.pt``, resumable
+   ``<state_dir>/<stage>/last.pt``);
+3. logs params, per-epoch ``train_loss`` / ``val_nme`` / ``lr``, the checkpoint, a figure of predictions on
+   validation faces and the model (``mlflow.pytorch.log_model`` with an input example of batch 2) in a
+   child run of the pipeline's parent run;
+4. returns the numbers for ``reports/<stage>.json``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from facelandmarks.data.table import read_table
+from facelandmarks.metrics.nme import nme, normaliser
+from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.network import LandmarkModel, count_parameters
+from facelandmarks.schemes import LandmarkScheme
+from facelandmarks.train.dataset import FaceDataset, Faces, load_faces
+from facelandmarks.train.figures import prediction_figure
+from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit, resolve_device
+from facelandmarks.train.params import TrainParams, _StageParams
+
+__all__ = [
+    "CROPS_TABLE",
+    "AUGMENTED_TABLE",
+    "THREADS_ENV",
+    "set_threads",
+    "load_split",
+    "StageData",
+    "load_stage_data",
+    "fit_options",
+    "fingerprint",
+    "evaluate_nme",
+    "log_model",
+    "run_stage",
+]
+
+log = logging.getLogger(__name__)
+
+CROPS_TABLE = Path("data/interim/crops.parquet")
+AUGMENTED_TABLE = Path("data/processed/augmented.parquet")
+THREADS_ENV = "FACELANDMARKS_NUM_THREADS"
+
+
+def set_threads(num_threads: int) -> int:
+    """Set torch's CPU threads: ``FACELANDMARKS_NUM_THREADS`` if set, else ``num_threads`` (0: all cores).
+
+    Returns:
+        The number set.
+    """
+    env = os.environ.get(THREADS_ENV)
+    n = int(env) if env else num_threads
+    n = n if n > 0 else (os.cpu_count() or 1)
+    torch.set_num_threads(n)
+    return n
+
+
+def load_split(table: pd.DataFrame, dataset: str, split: str, source: Path, size: int, image_column: str,
+               landmark_column: str, max_rows: int = 0) -> Faces | None:
+    """Crops of one data set and split (None when there is no such row)."""
+    rows = table[(table["dataset"] == dataset) & (table["split"] == split)]
+    if max_rows:
+        rows = rows.iloc[:max_rows]
+    if len(rows) == 0:
+        return None
+    log.info("%s: %d %s rows of %s", source, len(rows), split, dataset)
+    return load_faces(rows, Path.cwd(), image_column, landmark_column, size=size)
+
+
+@dataclass
+class StageData:
+    """Faces of one stage: ``train`` (augmented variants), ``val`` and optionally ``test`` crops."""
+
+    train: Faces
+    val: Faces
+    test: Faces | None
+    val_is_train: bool = False
+
+
+def load_stage_data(dataset: str, size: int, max_faces: int = 0, test_split: str | None = None) -> StageData:
+    """Load a stage's faces.
+
+    Args:
+        dataset: data set name (``300w``, ``infanface``).
+        size: crop side the model takes.
+        max_faces: at most this many training rows (0: all).
+        test_split: also load this split of the crops (finetune: ``test``).
+    Raises:
+        ValueError: no training row for ``dataset`` (names the table).
+        FileNotFoundError: a table is missing (run the crop and augment stages).
+    """
+    augmented = read_table(AUGMENTED_TABLE)
+    crops = read_table(CROPS_TABLE)
+    train = load_split(augmented, dataset, "train", AUGMENTED_TABLE, size, "image_path", "landmarks", max_faces)
+    if train is None:
+        raise ValueError(f"{AUGMENTED_TABLE}: no training rows of data set {dataset!r}")
+    val = load_split(crops, dataset, "val", CROPS_TABLE, size, "crop_path", "crop_landmarks")
+    val_is_train = val is None
+    if val is None:
+        log.warning("%s: no validation rows of %s: validating on (augmented) training rows", CROPS_TABLE, dataset)
+        val = train.subset(slice(0, min(len(train), 64)))
+    test = load_split(crops, dataset, test_split, CROPS_TABLE, size, "crop_path", "crop_landmarks") if test_split else None
+    return StageData(train, val, test, val_is_train)
+
+
+def fit_options(train: TrainParams, stage: _StageParams, seed: int) -> FitOptions:
+    """Loop options from the ``train`` section and a stage section."""
+    return FitOptions(
+        epochs=stage.epochs,
+        batch_size=stage.batch_size or train.batch_size,
+        weight_decay=train.weight_decay,
+        warmup_epochs=train.warmup_epochs,
+        min_lr_factor=train.min_lr_factor,
+        loss=train.loss,
+        patience=train.patience,
+        max_minutes=stage.max_minutes,
+        device=train.device,
+        amp=train.amp,
+        channels_last=train.channels_last,
+        num_workers=train.num_workers,
+        seed=seed,
+        progress=train.progress,
+        resume=train.resume,
+    )
+
+
+def fingerprint(*parts: Any, faces: Faces | None = None, files: list[Path] = ()) -> str:
+    """sha256 of JSON-able parts, a face set (ids and landmarks) and files: what a resumable run depends on."""
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    if faces is not None:
+        h.update("\n".join(map(str, faces.face_ids)).encode())
+        h.update(np.ascontiguousarray(faces.landmarks).tobytes())
+    for f in files:
+        h.update(Path(f).read_bytes())
+    return h.hexdigest()
+
+
+def evaluate_nme(model: torch.nn.Module, faces: Faces, scheme: LandmarkScheme, device: torch.device) -> np.ndarray:
+    """Per-face inter-ocular NME ``(N,)`` (fraction) of ``model`` on ``faces``."""
+    pred = predict_crops(model, faces.images, device=device)
+    return nme(pred, faces.landmarks, normaliser(faces.landmarks, scheme), faces.visible)
+
+
+def log_model(model: LandmarkModel, name: str = "model") -> str | None:
+    """Log the model with ``mlflow.pytorch.log_model`` (torch.export format, input example of batch 2).
+
+    Returns:
+        The logged model's URI (``models:/m-...``), or None when logging failed (a warning says why; the
+        stage still succeeds, its checkpoint is logged as an artifact).
+    """
+    import mlflow
+    import timm
+
+    s = model.config.input_size
+    example = np.zeros((2, 3, s, s), dtype=np.float32)
+    try:
+        info = mlflow.pytorch.log_model(
+            model.cpu().eval(),
+            name=name,
+            input_example=example,
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", f"timm=={timm.__version__}",
+                              f"mlflow=={mlflow.__version__}", "numpy"],
+        )
+    except Exception as e:  # torch.export or MLflow can fail on exotic backbones: keep the stage alive
+        log.warning("mlflow.pytorch.log_model failed (%s: %s); the checkpoint artifact is still logged",
+                    type(e).__name__, e)
+        return None
+    return info.model_uri
+
+
+def run_stage(
+    stage: str,
+    params: dict[str, Any],
+    model: LandmarkModel,
+    data: StageData,
+    scheme: LandmarkScheme,
+    param_groups: list[dict[str, Any]],
+    train_params: TrainParams,
+    stage_params: _StageParams,
+    run_name: str,
+    fingerprint_parts: list[Any],
+    fingerprint_files: list[Path] = (),
+    train_mode: Callable[[LandmarkModel], None] | None = None,
+    before_fit: Callable[[torch.device], dict[str, float]] | None = None,
+    after_fit: Callable[[LandmarkModel, torch.device], dict[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Train one stage inside its MLflow child run and return its report.
+
+    Args:
+        stage: ``pretrain`` or ``finetune`` (output folder ``models/<stage>``).
+        params: the whole params.yaml (logged).
+        model: network to train.
+        data: its faces.
+        param_groups: AdamW groups with peak learning rates.
+        run_name: MLflow run name (what was trained on what).
+        fingerprint_parts / fingerprint_files: what a resumable ``last.pt`` must match.
+        train_mode: per-epoch train/eval mode setter (finetune: frozen batch norms stay in eval).
+        before_fit: measures something before training (finetune: the pretrained model on the test split);
+            its metrics are logged and reported.
+        after_fit: measures the trained model (finetune: the test split); logged and reported.
+    Returns:
+        The report (also what ``reports/<stage>.json`` holds).
+    """
+    import mlflow
+
+    from facelandmarks.tracking import stage_run
+
+    out_dir = Path("models") / stage
+    best_path = out_dir / "model.pt"
+    last_path = Path(train_params.state_dir) / stage / "last.pt"
+    opts = fit_options(train_params, stage_params, int(params.get("seed", 0)))
+    device = resolve_device(opts.device)
+    meta = {"stage": stage, "dataset": stage_params.dataset, "run_name": run_name}
+    fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), faces=data.train,
+                     files=list(fingerprint_files))
+    train_set = FaceDataset(data.train, scheme, train_params.online_augment, seed=opts.seed)
+
+    with stage_run(stage, params, run_name=run_name,
+                   tags={"facelandmarks.dataset": stage_params.dataset,
+                         "facelandmarks.backbone": model.config.backbone,
+                         "facelandmarks.head": model.config.head}) as run:
+        extra: dict[str, float] = {}
+        if before_fit is not None:
+            extra.update(before_fit(device))
+        mlflow.log_params({"n_params": count_parameters(model), "n_train_rows": len(data.train),
+                           "n_val_faces": len(data.val), "device": str(device), "threads": torch.get_num_threads()})
+
+        def on_epoch(e: EpochLog) -> None:
+            mlflow.log_metrics({"train_loss": e.train_loss, "val_nme": e.val_nme, "lr": e.lr,
+                                "images_per_second": e.images_per_second}, step=e.epoch)
+
+        result: FitResult = fit(model, train_set, data.val, param_groups, opts, best_path, last_path, fp, meta,
+                                on_epoch=on_epoch, train_mode=train_mode)
+        if after_fit is not None:
+            extra.update(after_fit(model, device))
+
+        figure = out_dir / "val_predictions.png"
+        k = min(train_params.figure_faces, len(data.val))
+        if k:
+            faces = data.val.subset(slice(0, k))
+            pred = predict_crops(model, faces.images, device=device)
+            per = nme(pred, faces.landmarks, normaliser(faces.landmarks, scheme), faces.visible)
+            prediction_figure(figure, faces.images, pred, faces.landmarks, scheme, per,
+                              title=f"{run_name}: validation faces")
+            mlflow.log_artifact(str(figure), "figures")
+        summary = {
+            "best_val_nme": result.best_val_nme,
+            "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run,
+            "train_seconds": result.train_seconds,
+            "train_images_per_second": result.images_per_second,
+            **extra,
+        }
+        mlflow.log_metrics(summary)
+        mlflow.log_artifact(str(best_path), "checkpoint")
+        model_uri = log_model(model) if train_params.log_model else None
+        report = {
+            "stage": stage,
+            "dataset": stage_params.dataset,
+            "run_name": run_name,
+            "backbone": model.config.backbone,
+            "head": model.config.head,
+            "input_size": model.config.input_size,
+            "n_params": count_parameters(model),
+            "n_train_rows": len(data.train),
+            "n_val_faces": len(data.val),
+            "validated_on_train_rows": data.val_is_train,
+            "nme_normaliser": "inter_ocular",
+            **summary,
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "device": str(device),
+            "threads": torch.get_num_threads(),
+            "mlflow_run_id": run.info.run_id,
+            "mlflow_parent_run_id": run.data.tags.get("mlflow.parentRunId"),
+            "model_uri": model_uri,
+            "checkpoint": str(best_path),
+        }
+    return report

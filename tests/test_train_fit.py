@@ -1,0 +1,98 @@
+"""The fit loop on real faces: the loss falls, the best checkpoint loads back, an interrupted run resumes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint
+from facelandmarks.model.config import ModelConfig
+from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.network import build_model
+from facelandmarks.schemes import IBUG68
+from facelandmarks.train.dataset import FaceDataset, OnlineAugment
+from facelandmarks.train.loop import FitOptions, fit
+from facelandmarks.train.schedule import warmup_cosine_factor
+
+CFG = ModelConfig(backbone="mobilenetv3_small_050", head="heatmap", input_size=64, head_channels=32)
+
+
+def _opts(epochs: int, **kw) -> FitOptions:
+    return FitOptions(epochs=epochs, batch_size=4, warmup_epochs=0.5, patience=0, device="cpu", seed=7,
+                      progress=False, **kw)
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(CFG)
+
+
+@pytest.mark.slow
+def test_two_epochs_reduce_the_loss_and_write_a_checkpoint_that_predicts_the_same(landmark_crops, tmp_path):
+    torch.set_num_threads(2)
+    train, val = landmark_crops.subset(slice(0, 16)), landmark_crops.subset(slice(16, 24))
+    model = _model()
+    data = FaceDataset(train, IBUG68, OnlineAugment(rotate_deg=5, scale=0.05, shift=0.02), seed=1)
+    result = fit(model, data, val, [{"params": model.parameters(), "lr": 3e-3}], _opts(2),
+                 tmp_path / "model.pt", tmp_path / "last.pt", fingerprint="a")
+    assert result.epochs_run == 2 and len(result.history) == 2
+    assert result.history[1].train_loss < result.history[0].train_loss
+    assert result.best_val_nme == min(h.val_nme for h in result.history)
+    loaded, cfg = load_checkpoint(tmp_path / "model.pt")
+    assert cfg == CFG
+    np.testing.assert_array_equal(predict_crops(loaded, val.images), predict_crops(model, val.images))
+    assert read_checkpoint(tmp_path / "last.pt")["finished"] is True
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_resumes_from_last_pt_and_ends_where_an_uninterrupted_one_does(landmark_crops, tmp_path):
+    torch.set_num_threads(2)
+    train, val = landmark_crops.subset(slice(0, 12)), landmark_crops.subset(slice(16, 20))
+    aug = OnlineAugment(rotate_deg=5, scale=0.05, shift=0.02)
+
+    def run(folder, on_epoch=None):
+        model = _model()
+        res = fit(model, FaceDataset(train, IBUG68, aug, seed=1), val, [{"params": model.parameters(), "lr": 2e-3}],
+                  _opts(3), folder / "model.pt", folder / "last.pt", fingerprint="same", on_epoch=on_epoch)
+        return model, res
+
+    straight, straight_res = run(tmp_path / "straight")
+
+    def interrupt(entry):
+        if entry.epoch == 1:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        run(tmp_path / "resumed", interrupt)
+    assert read_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    resumed, resumed_res = run(tmp_path / "resumed")
+    assert resumed_res.resumed_from_epoch == 1
+    assert resumed_res.epochs_run == 3
+    assert [h.val_nme for h in resumed_res.history] == pytest.approx([h.val_nme for h in straight_res.history])
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=k)
+    # another fingerprint (params or data changed) starts afresh
+    other = _model()
+    fresh = fit(other, FaceDataset(train, IBUG68, aug, seed=1), val, [{"params": other.parameters(), "lr": 2e-3}],
+                _opts(1), tmp_path / "resumed" / "model.pt", tmp_path / "resumed" / "last.pt", fingerprint="other")
+    assert fresh.resumed_from_epoch == -1 and fresh.epochs_run == 1
+
+
+def test_warmup_then_cosine():
+    f = [warmup_cosine_factor(s, 100, 10, 0.01) for s in range(100)]
+    assert f[0] == pytest.approx(0.1) and f[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(f[9:], f[10:]))
+    assert f[-1] == pytest.approx(0.01, abs=0.002)
+
+
+def test_a_time_budget_squeezes_the_cosine():
+    # half the budget spent after 10% of the steps: the cosine is already half way down
+    assert warmup_cosine_factor(10, 100, 0, 0.0, progress=0.5) == pytest.approx(0.5)
+    # a fast machine (time progress behind the steps) follows the steps
+    assert warmup_cosine_factor(50, 100, 0, 0.0, progress=0.1) == pytest.approx(0.5)
+    assert warmup_cosine_factor(10, 100, 0, 0.0, progress=1.5) == pytest.approx(0.0)
