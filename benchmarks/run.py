@@ -17,15 +17,7 @@ from typing import Annotated
 
 import typer
 
-QUIET_ENV = {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-}
+from facelandmarks.quiet import QUIET_ENV  # noqa: E402
 CHAMPION = "champion"
 FALLBACK_CHECKPOINT = Path("models/finetune/model.pt")
 

@@ -23,3 +23,18 @@ def test_apply_overrides_keeps_comments(tmp_path):
     assert "# Every knob of every stage" in p.read_text()
     with pytest.raises(KeyError, match="nope"):
         apply_overrides(p, ["nope.x=1"])
+
+
+def test_cli_stage_modules_are_the_pipelines_entry_points():
+    """`facelandmarks stage NAME` runs exactly what `pipelines/NAME.py` (DVC's cmd) runs."""
+    import importlib
+    import re
+    from pathlib import Path
+
+    from facelandmarks.cli import STAGES
+
+    for name, module in STAGES.items():
+        script = Path("pipelines", f"{name}.py").read_text()
+        imported = re.search(r"from (facelandmarks\.[\w.]+) import main", script).group(1)
+        assert imported == module, name
+        assert callable(importlib.import_module(module).main)

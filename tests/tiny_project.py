@@ -34,19 +34,12 @@ from typing import Any
 
 import yaml
 
+from facelandmarks.quiet import QUIET_ENV as _QUIET_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 
 #: Quiet, offline runs (../shared/STACK.md).
-QUIET_ENV = {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "OMP_NUM_THREADS": "2",
-}
+QUIET_ENV = {**_QUIET_ENV, "OMP_NUM_THREADS": "2"}
 
 #: Photos kept per data set (``download.datasets[*].max_photos``).
 TINY_MAX_PHOTOS = 12

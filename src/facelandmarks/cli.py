@@ -21,8 +21,8 @@ STAGES = {
     "download": "facelandmarks.data.stage",
     "crop": "facelandmarks.crop.stage",
     "augment": "facelandmarks.augment.stage",
-    "pretrain": "facelandmarks.train.stages",
-    "finetune": "facelandmarks.train.stages",
+    "pretrain": "facelandmarks.train.pretrain_stage",
+    "finetune": "facelandmarks.train.finetune_stage",
     "evaluate": "facelandmarks.evaluate.stage",
     "register": "facelandmarks.registry.stage",
 }
@@ -33,9 +33,7 @@ def stage(name: Annotated[str, typer.Argument(help=f"one of {', '.join(STAGES)}"
     """Run one stage's code now, without DVC's caching (reads ./params.yaml)."""
     if name not in STAGES:
         raise typer.BadParameter(f"unknown stage {name!r}; known: {', '.join(STAGES)}")
-    module = importlib.import_module(STAGES[name])
-    fn = getattr(module, f"main_{name}", None) or module.main
-    fn()
+    importlib.import_module(STAGES[name]).main()
 
 
 @app.command()
@@ -66,19 +64,12 @@ def repro(
             raise SystemExit(rc)
 
 
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (``facelandmarks.commands.*``)."""
-    for name in ("predict", "schedule"):
-        try:
-            module = importlib.import_module(f"facelandmarks.commands.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"facelandmarks.commands.{name}":
-                raise
-            continue
-        app.command(name=name)(getattr(module, name))
+# user-facing tools, each in its own module (heavy imports happen inside the commands)
+from facelandmarks.commands.predict import predict  # noqa: E402
+from facelandmarks.commands.schedule import schedule  # noqa: E402
 
-
-_register_optional_commands()
+app.command(name="predict")(predict)
+app.command(name="schedule")(schedule)
 
 
 def main() -> None:  # pragma: no cover - console entry point
