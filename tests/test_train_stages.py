@@ -16,7 +16,7 @@ from facelandmarks.io.images import write_image
 from facelandmarks.model.checkpoint import load_checkpoint
 from facelandmarks.model.inference import predict_crops
 from facelandmarks.model.preprocess import to_tensor
-from facelandmarks.tracking import PARENT_ENV, pipeline_run
+from facelandmarks.mlflow_runs import PARENT_ENV, pipeline_run
 
 ROOT_PARAMS = "params.yaml"
 

@@ -47,7 +47,7 @@ def repro(
     With ``-S key=value`` the overrides are written to params.yaml first (and recorded by DVC in
     dvc.lock), so the run is reproducible from the repository state.
     """
-    from facelandmarks.tracking import pipeline_run
+    from facelandmarks.mlflow_runs import pipeline_run
 
     if set_:
         from facelandmarks.params_override import apply_overrides

@@ -118,9 +118,9 @@ def augment_table(
 def main(params_path: str = "params.yaml") -> dict:
     """Run the ``augment`` stage with params from ``params_path`` (cwd = project root). Returns the report.
 
-    Logs the counts, ``reports/augment.json`` and the preview to an MLflow child run (``facelandmarks.tracking``).
+    Logs the counts, ``reports/augment.json`` and the preview to an MLflow child run (``facelandmarks.mlflow_runs``).
     """
-    from facelandmarks.tracking import stage_run
+    from facelandmarks.mlflow_runs import stage_run
 
     params = load_params(params_path)
     cfg = section(params, "augment", AugmentParams, params_path)

@@ -307,9 +307,9 @@ def _metrics(report: dict) -> dict[str, float]:
 def main(params_path: str = "params.yaml") -> dict:
     """Run the ``crop`` stage with params from ``params_path`` (cwd = project root). Returns the report.
 
-    Logs the report's numbers and ``reports/crop.json`` to an MLflow child run (``facelandmarks.tracking``).
+    Logs the report's numbers and ``reports/crop.json`` to an MLflow child run (``facelandmarks.mlflow_runs``).
     """
-    from facelandmarks.tracking import stage_run
+    from facelandmarks.mlflow_runs import stage_run
 
     params = load_params(params_path)
     cfg = section(params, "crop", CropParams, params_path)

@@ -18,7 +18,7 @@ from prefect import get_run_logger, task
 
 from facelandmarks.flows.shell import CommandFailed, run_command, tool
 from facelandmarks.params_override import apply_overrides
-from facelandmarks.tracking import PARENT_ENV
+from facelandmarks.mlflow_runs import PARENT_ENV
 
 __all__ = ["StageFailed", "dvc_pull", "set_params", "dvc_repro", "parse_repro_log"]
 

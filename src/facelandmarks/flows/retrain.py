@@ -75,7 +75,7 @@ def retrain(
             Bento build failed.
         KeyError, ValueError: a bad override or an invalid params section.
     """
-    from facelandmarks.tracking import configure, pipeline_run, tracking_uri
+    from facelandmarks.mlflow_runs import configure, pipeline_run, tracking_uri
 
     log = get_run_logger()
     root = Path(project_dir).resolve()

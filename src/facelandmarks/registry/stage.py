@@ -163,7 +163,7 @@ def main(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the ``register`` stage (cwd = project root). Returns the report."""
     import mlflow
 
-    from facelandmarks.tracking import stage_run
+    from facelandmarks.mlflow_runs import stage_run
     from facelandmarks.train.runner import set_threads
 
     all_params = load_params(params_path)

@@ -64,6 +64,7 @@ class _StageParams(StrictModel):
     lr: float = Field(2e-3, gt=0)
     batch_size: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
+    online_augment: OnlineAugment | None = None
 
 
 class PretrainParams(_StageParams):
@@ -75,7 +76,8 @@ class PretrainParams(_StageParams):
         epochs: maximum epochs over the training rows.
         lr: peak AdamW learning rate.
         batch_size: overrides ``train.batch_size`` when set.
-        max_minutes: training time limit (the best checkpoint so far is kept).
+        max_minutes: time budget; the cosine schedule is squeezed into it on a slower machine.
+        online_augment: overrides ``train.online_augment`` for this stage when set.
     """
 
     dataset: str = "300w"
@@ -93,6 +95,7 @@ class FinetuneParams(_StageParams):
         reinit_head: ``auto`` re-initialises the head when the point scheme differs from the checkpoint's;
             ``always`` / ``never`` force it.
         test_split: split of ``dataset`` on which the pretrained and the finetuned model are compared.
+        epochs, batch_size, max_minutes, online_augment: as in :class:`PretrainParams`.
     """
 
     dataset: str = "infanface"

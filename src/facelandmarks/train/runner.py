@@ -221,7 +221,7 @@ def run_stage(
     """
     import mlflow
 
-    from facelandmarks.tracking import stage_run
+    from facelandmarks.mlflow_runs import stage_run
 
     out_dir = Path("models") / stage
     best_path = out_dir / "model.pt"
@@ -231,7 +231,8 @@ def run_stage(
     meta = {"stage": stage, "dataset": stage_params.dataset, "run_name": run_name}
     fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), faces=data.train,
                      files=list(fingerprint_files))
-    train_set = FaceDataset(data.train, scheme, train_params.online_augment, seed=opts.seed)
+    augment = stage_params.online_augment or train_params.online_augment
+    train_set = FaceDataset(data.train, scheme, augment, seed=opts.seed)
 
     with stage_run(stage, params, run_name=run_name,
                    tags={"facelandmarks.dataset": stage_params.dataset,

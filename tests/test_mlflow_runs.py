@@ -5,7 +5,7 @@ from __future__ import annotations
 import mlflow
 import pytest
 
-from facelandmarks.tracking import PARENT_ENV, flatten_params, pipeline_name, pipeline_run, stage_run
+from facelandmarks.mlflow_runs import PARENT_ENV, flatten_params, pipeline_name, pipeline_run, stage_run
 
 PARAMS = {
     "seed": 1,
