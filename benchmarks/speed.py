@@ -9,7 +9,8 @@
 
 CPU figures run with ``torch.set_num_threads(threads)`` (2 by default: the project's reference machine);
 dlib is single-threaded by design. On a machine with a GPU the same figures for ours are measured on CUDA
-too (dlib-bin has no CUDA). Ratios are ours / dlib of medians from the same run (below 1 = ours faster).
+too (dlib-bin has no CUDA). The landmark model is also timed with ONNX Runtime on the CPU (the same network
+exported by :func:`facelandmarks.inference.onnx_runtime.export_onnx`, ``threads`` intra-op threads). Ratios are ours / dlib of medians from the same run (below 1 = ours faster).
 """
 
 from __future__ import annotations
@@ -263,10 +264,15 @@ def run_speed(model_path: Path, devices: list[str], options: SpeedOptions | None
             "end_to_end": end_to_end_speed(lambda f: len(ours(f)), frames, opts.frame_warmup, device),
         }
         del ours
+    onnx = FaceLandmarker.load(model_path, runtime="onnx", num_threads=opts.threads, batch_size=max(opts.batch_sizes))
+    result["cpu_onnxruntime"] = {"landmark_model": landmark_model_speed(onnx.predict_crops, crops, "cpu", opts)}
+    del onnx
     cpu, dl = result["cpu"], result["dlib"]
     result["ratios"] = {
         **{f"landmarks_{k}": _ratio(v["median_ms"], dl["landmarks_per_face"]["median_ms"])
            for k, v in cpu["landmark_model"].items()},
+        **{f"landmarks_onnx_{k}": _ratio(v["median_ms"], dl["landmarks_per_face"]["median_ms"])
+           for k, v in result["cpu_onnxruntime"]["landmark_model"].items()},
         "end_to_end": _ratio(cpu["end_to_end"]["median_ms"], dl["end_to_end"]["median_ms"]),
     }
     result["seconds"] = time.perf_counter() - t0

@@ -1,4 +1,12 @@
-"""Shared pytest fixtures: quiet offline environment, the real data, a real annotation table."""
+"""Shared pytest fixtures: quiet offline environment, the real data, a real annotation table.
+
+Tests that read the real data (``data/raw``, restored by ``dvc pull``, or ``../shared/fixtures``) are marked
+``needs_data``: module-wide with ``pytestmark = pytest.mark.needs_data``, per test, or automatically when they
+use one of the data fixtures below (:data:`DATA_FIXTURES`). ``make unit`` (``pytest -m "not needs_data"``)
+runs the others in seconds on a fresh clone. Any run that selects a ``needs_data`` test while the data is
+missing stops before the first test with an error naming what is missing: ``make test`` and CI run
+everything, and a missing ``data/raw`` is an error there, never a skip.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +15,74 @@ from pathlib import Path
 
 import pytest
 
+from facelandmarks.quiet import QUIET_ENV
+
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
 SHARED = ROOT.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
-for _k, _v in {
-    "NO_ALBUMENTATIONS_UPDATE": "1",
-    "HF_HUB_OFFLINE": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "1",
-    "BENTOML_DO_NOT_TRACK": "true",
-    "DVC_NO_ANALYTICS": "1",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    # torch's OpenMP threads sleep instead of spinning while waiting: several times faster on busy cores
-    "OMP_WAIT_POLICY": "PASSIVE",
-}.items():
+# One list of the quiet offline environment (src/facelandmarks/quiet.py; the Makefile reads it too), plus:
+# torch's OpenMP threads sleep instead of spinning while waiting: several times faster on busy cores.
+for _k, _v in {**QUIET_ENV, "OMP_WAIT_POLICY": "PASSIVE"}.items():
     os.environ.setdefault(_k, _v)
 
 # Stages resolve relative paths (params, data/raw) against the project root.
 os.chdir(ROOT)
 
+#: Fixtures that read the real data: a test using one is marked ``needs_data`` automatically.
+DATA_FIXTURES = frozenset({
+    "raw_dir", "fixtures_dir", "annotations", "tiny_data_cache", "tiny_project", "crop_subset", "small_crops",
+    "landmark_crops", "infant_crops", "tiny_checkpoint",
+})
 
-def pytest_sessionstart(session):
-    if not (RAW / "300w").is_dir() or not (RAW / "infanface" / "labels.csv").is_file():
-        raise pytest.UsageError(f"{RAW} is missing: run `dvc pull` first (the tests use the real data)")
+
+def missing_data() -> list[str]:
+    """What of the real data is missing: ``[]`` when ``data/raw`` holds every data set root that params.yaml's
+    ``download.datasets`` names under it (300-W, InfAnFace, ...) and InfAnFace's ``labels.csv``."""
+    import yaml
+
+    datasets = (yaml.safe_load((ROOT / "params.yaml").read_text()).get("download") or {}).get("datasets") or []
+    roots = [ROOT / d["root"] for d in datasets if str(d.get("root", "")).startswith("data/raw/")]
+    need = [RAW / "300w", RAW / "infanface", *roots]
+    missing = [str(p.relative_to(ROOT)) for p in dict.fromkeys(need) if not p.exists()]
+    if (RAW / "infanface").is_dir() and not (RAW / "infanface" / "labels.csv").is_file():
+        missing.append("data/raw/infanface/labels.csv")
+    return missing
+
+
+def _require_data() -> None:
+    """Fail (never skip) the calling fixture or test when the data is missing."""
+    missing = missing_data()
+    if missing:
+        pytest.fail(f"the real data is missing ({', '.join(missing)}): run `dvc pull` (or `make data`); "
+                    "`make unit` runs only the tests that need no data", pytrace=False)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark tests that use a data fixture ``needs_data`` (before ``-m`` deselects)."""
+    for item in items:
+        if DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.needs_data)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_finish(session):
+    """After ``-m`` selection: a run that selects ``needs_data`` tests without the data stops here, as an error."""
+    wanted = [i for i in session.items if i.get_closest_marker("needs_data") is not None]
+    missing = missing_data()
+    if wanted and missing:
+        raise pytest.UsageError(
+            f"{len(wanted)} selected tests need the real data, which is missing ({', '.join(missing)}): run "
+            "`dvc pull` (or `make data`) first, or run only the tests that need no data: `make unit` "
+            "(pytest -m \"not needs_data\").")
 
 
 @pytest.fixture(scope="session")
 def raw_dir() -> Path:
     """``data/raw`` restored by ``dvc pull``."""
+    _require_data()
     return RAW
 
 
@@ -44,7 +90,7 @@ def raw_dir() -> Path:
 def fixtures_dir() -> Path:
     """``../shared/fixtures`` (dlib and menpo format fixtures)."""
     if not FIXTURES.is_dir():
-        raise pytest.UsageError(f"{FIXTURES} is missing: CI runs with ../shared beside the clone")
+        pytest.fail(f"{FIXTURES} is missing: CI runs with ../shared beside the clone", pytrace=False)
     return FIXTURES
 
 
@@ -58,6 +104,7 @@ def annotations(tmp_path_factory):
     from facelandmarks.data.build import DownloadParams, build_annotations
     from facelandmarks.params import load_params, section
 
+    _require_data()
     params = load_params(ROOT / "params.yaml")
     cfg = section(params, "download", DownloadParams)
     return build_annotations(cfg, params["scheme"], int(params["seed"]), progress=False)
@@ -78,6 +125,7 @@ def tiny_project(tmp_path, tiny_data_cache):
     (see :func:`tiny_project.make_tiny_project`)."""
     from tiny_project import make_tiny_project
 
+    _require_data()
     return make_tiny_project(tmp_path / "project", data_cache=tiny_data_cache)
 
 
@@ -152,6 +200,7 @@ def landmark_crops():
     landmarks ``(24, 68, 2) float32`` crop pixels, all visible)."""
     from facelandmarks.io.pts import read_pts
 
+    _require_data()
     paths = sorted((RAW / "300w" / "helen_train").glob("*.pts"))[:24]
     return _landmark_box_crops((f"300w/helen/{p.stem}", p.with_suffix(".jpg"), read_pts(p)) for p in paths)
 
@@ -161,6 +210,7 @@ def infant_crops():
     """12 real InfAnFace faces (the first rows of labels.csv) as 64 px crops, like :func:`landmark_crops`."""
     from facelandmarks.io.infanface import read_infanface_labels
 
+    _require_data()
     rows = read_infanface_labels(RAW / "infanface" / "labels.csv").head(12)
     return _landmark_box_crops(
         (f"infanface/{r.image_set}/{r.filename}", r.image_path, r.landmarks) for r in rows.itertuples()

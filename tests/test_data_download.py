@@ -15,20 +15,64 @@ from facelandmarks.data.table import read_table, stack_column, write_table
 def test_real_table_has_every_face_and_clean_splits(annotations):
     df, report = annotations
     counts = df["dataset"].value_counts().to_dict()
-    assert counts == {"300w": 1207, "infanface": 210}
+    assert counts == {"300w": 1207, "infanface": 210, "youtube_faces68": 4232, "caricature": 50}
     assert report["faces_invalid"] == 0
     assert set(df.loc[df.dataset == "300w", "subset"]) == {"afw", "helen"}
     assert (df.groupby("photo_id")["split"].nunique() == 1).all()  # no photo in two splits
-    for _, sub in df.groupby("dataset"):
-        frac = sub["split"].value_counts(normalize=True)
-        assert 0.1 < frac["val"] < 0.2 and 0.1 < frac["test"] < 0.2
+    assert (df.groupby("group")["split"].nunique() == 1).all()  # no source group in two splits
     afw = df[df.subset == "afw"]
     assert afw["photo_id"].nunique() < len(afw)  # multi-face AFW photos grouped
     pts = stack_column(df)
-    assert pts.shape == (1417, 68, 2) and pts.dtype == np.float32
-    assert (pts[..., 0] >= -5).all() and (pts[..., 0] <= df["image_width"].to_numpy()[:, None] + 5).all()
+    assert pts.shape == (5699, 68, 2) and pts.dtype == np.float32
+    w = df["image_width"].to_numpy()[:, None]
+    curated = (df["dataset"] != "youtube_faces68").to_numpy()
+    assert (pts[curated, :, 0] >= -5).all() and (pts[curated, :, 0] <= w[curated] + 5).all()
+    # youtube_faces68 frames are tight around the face: 3 frames have a jaw point up to 23 px outside,
+    # within download.validation.max_outside (10 % of the frame side)
+    yt = pts[~curated, :, 0]
+    assert (yt < -5).any(axis=1).sum() == 3 and (yt >= -0.1 * w[~curated]).all()
     inf = df[df.dataset == "infanface"]
-    assert inf["turned"].notna().all() and df.loc[df.dataset == "300w", "turned"].isna().all()
+    assert inf["turned"].notna().all() and df.loc[df.dataset != "infanface", "turned"].isna().all()
+
+
+@pytest.mark.parametrize("dataset", ["300w", "infanface", "youtube_faces68", "caricature"])
+def test_split_fractions_apply_to_groups(annotations, dataset):
+    """``download.splits`` (0.15 / 0.15) is applied to groups: exact group counts, and every split non-empty."""
+    df, report = annotations
+    sub = df[df.dataset == dataset]
+    groups = sub.groupby("group")["split"].first().value_counts()
+    n = sub["group"].nunique()
+    assert groups["val"] == round(0.15 * n) and groups["test"] == round(0.15 * n)
+    assert groups.sum() == n
+    rep = report["datasets"][dataset]
+    assert rep["groups"] == n and rep["groups_per_split"] == {s: int(groups[s]) for s in ("train", "val", "test")}
+    assert rep["splits"] == {s: int((sub["split"] == s).sum()) for s in ("train", "val", "test")}
+
+
+def test_groups_follow_the_source(annotations):
+    df, _ = annotations
+    by_id = df.set_index("face_id")["group"]
+    w = df[df.dataset == "300w"]
+    assert (w["group"] == w["photo_id"]).all()  # 300-W: the photo (AFW photo id; HELEN file)
+    c = df[df.dataset == "caricature"].set_index("face_id")["group"]
+    assert len(c) == 50 and c.nunique() == 40  # caricature: the file, with params' same_group merged
+    obama = [f"caricature/{n}" for n in (13, 14, 16, 25, 29, 34, 39)]
+    assert set(c[obama]) == {"caricature/13"} and c["caricature/48"] == "caricature/9"
+    assert c["caricature/1"] == "caricature/1"
+    y = df[df.dataset == "youtube_faces68"]
+    assert y["group"].nunique() == 347 and y["photo_id"].nunique() == 4232  # person; frames of both folders
+    # the same file name in training/ and test/ is two frames of one person: two faces, one group
+    a, b = "youtube_faces68/training/James_Wolfensohn_00", "youtube_faces68/test/James_Wolfensohn_00"
+    assert by_id[a] == by_id[b] == "youtube_faces68/James_Wolfensohn"
+    lm = df.set_index("face_id")["landmarks"]
+    assert not np.array_equal(lm[a], lm[b])  # different frames behind the same name
+    assert y.groupby("group")["photo_id"].apply(lambda s: s.str.contains("/training/").any()).all()
+    # InfAnFace: the leaks named in issue 10 are one group each now
+    assert by_id["infanface/ads/45429.Still124"] == by_id["infanface/ads/45431.Still125"]
+    assert by_id["infanface/youtube2/016"] == by_id["infanface/youtube2/017"]
+    assert by_id["infanface/ads/45429.Still124"] != by_id["infanface/ads/794.Still005"]
+    inf = df[df.dataset == "infanface"]
+    assert inf.groupby("subset")["group"].nunique().to_dict() == {"ads": 41, "google2": 51, "youtube2": 53}
 
 
 def test_splits_are_deterministic_and_seeded(annotations):
@@ -122,4 +166,5 @@ def test_url_source_through_local_http_server(tmp_path, fixtures_dir):
         httpd.server_close()
     assert report["faces_invalid"] == 0 and len(df) > 0
     assert df["image_path"].map(lambda p: (tmp_path / "ext" / "dlib_faces").as_posix() in p).all()
-    assert (df.groupby("photo_id")["split"].nunique() == 1).all()
+    assert (df["group"] == df["photo_id"]).all()
+    assert (df.groupby("group")["split"].nunique() == 1).all()

@@ -35,19 +35,26 @@ def test_perfect_and_shifted_predictions_give_their_nme(annotations):
     np.testing.assert_allclose(err["nme_inter_ocular"], expected, rtol=1e-5)
 
 
-def test_a_missed_face_fails_but_stays_out_of_the_mean(annotations):
+def test_a_missed_face_fails_and_counts_in_the_all_faces_mean(annotations):
     faces = _infant_test(annotations)
     ids = list(faces["face_id"])
     gt = {r.face_id: r.landmarks for r in faces.itertuples()}
-    preds = Predictions(landmarks={k: gt[k] for k in ids[1:]}, missed={ids[0]})
+    # the missed face's landmarks come from its fallback box: here 2 px off in x
+    landmarks = {k: gt[k] for k in ids[1:]} | {ids[0]: gt[ids[0]] + np.array([2.0, 0.0], np.float32)}
+    preds = Predictions(landmarks=landmarks, missed={ids[0]})
     err = face_errors(faces, preds, IBUG68, ["inter_ocular"], set(ids))
-    assert not err.loc[err["face_id"] == ids[0], "found"].item()
-    assert math.isinf(err.loc[err["face_id"] == ids[0], "nme_inter_ocular"].item())
+    miss = err["face_id"] == ids[0]
+    assert not err.loc[miss, "found"].item()
+    io0 = float(np.linalg.norm(np.float64(gt[ids[0]][36]) - np.float64(gt[ids[0]][45])))
+    assert err.loc[miss, "nme_inter_ocular"].item() == pytest.approx(2.0 / io0, rel=1e-6)
     m = group_metrics(err, ["inter_ocular"], "inter_ocular", [0.08, 0.10], end_to_end=True)
-    assert m["faces"] == len(ids) and m["detected"] == pytest.approx((len(ids) - 1) / len(ids), abs=1e-5)
-    assert m["nme_inter_ocular"] == 0.0  # mean over the found faces
-    assert m["failure_rate_08"] == pytest.approx(1 / len(ids), abs=1e-5)  # the miss is the only failure
-    assert m["auc_08"] == pytest.approx((len(ids) - 1) / len(ids), abs=1e-5)
+    n = len(ids)
+    assert m["faces"] == n and m["faces_detected"] == n - 1 and m["detected"] == pytest.approx((n - 1) / n, abs=1e-5)
+    assert m["nme_inter_ocular"] == pytest.approx(2.0 / io0 / n, abs=1e-5)  # over ALL faces
+    assert m["nme_inter_ocular_detected"] == 0.0  # beside it, labelled: detected faces only
+    assert m["failure_rate_08"] == pytest.approx(1 / n, abs=1e-5)  # the miss fails at every threshold
+    assert m["failure_rate_10"] == pytest.approx(1 / n, abs=1e-5)
+    assert m["auc_08"] == pytest.approx((n - 1) / n, abs=1e-5)
 
 
 def test_groups_include_subsets_and_infant_condition_flags(annotations):
@@ -95,7 +102,7 @@ def test_evaluate_stage_writes_metrics_plots_and_mlflow(tiny_checkpoint, annotat
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["finetune"]) == {"crops", "end_to_end"}
     assert set(metrics["finetune"]["crops"]) == {"300w", "infanface"}
-    assert set(metrics["pretrain"]["crops"]) == {"infanface"}  # the pretrained model only on the second domain
+    assert set(metrics["pretrain"]["crops"]) == {"infanface"}  # the datasets filter of evaluate.models
     for protocol in ("crops", "end_to_end"):
         a = metrics["finetune"][protocol]["infanface"]["test"]["all"]
         assert a["faces"] == 5

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facelandmarks.flows.config import RetrainParams, load_retrain_params
-from facelandmarks.flows.dvc_steps import StageFailed, parse_repro_log
-from facelandmarks.flows.serve import ScheduleError, check_server, make_schedule
-from facelandmarks.flows.shell import CommandFailed, run_command
+from facelandmarks.flows.retrain import RetrainParams, load_retrain_params
+from facelandmarks.flows.steps import StageFailed, parse_repro_log
+from facelandmarks.flows.schedule import ScheduleError, check_server, make_schedule
+from facelandmarks.flows.steps import CommandFailed, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -57,13 +57,13 @@ def _mlflow_client(tiny):
 
 
 def _bento_tags(tiny) -> list[str]:
-    from facelandmarks.flows.bento import bentos_with_labels
+    from facelandmarks.flows.steps import bentos_with_labels
 
     return bentos_with_labels(tiny.root, {})
 
 
 def test_retrain_runs_pipeline_promotes_champion_and_builds_bento(tiny_project, prefect_harness, monkeypatch):
-    from facelandmarks.flows.bento import bentos_with_labels
+    from facelandmarks.flows.steps import bentos_with_labels
     from facelandmarks.flows.retrain import retrain
 
     tiny_project.apply_env(monkeypatch)
@@ -106,7 +106,7 @@ def test_retrain_runs_pipeline_promotes_champion_and_builds_bento(tiny_project, 
 
 
 def test_failed_stage_fails_flow_and_promotes_nothing(tiny_project, prefect_harness, monkeypatch):
-    from facelandmarks.flows.dvc_steps import StageFailed
+    from facelandmarks.flows.steps import StageFailed
     from facelandmarks.flows.retrain import retrain
 
     tiny_project.apply_env(monkeypatch)

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from conftest import RAW
+pytestmark = pytest.mark.needs_data  # reads data/raw (dvc pull); `make unit` deselects it
 
 VIDEO = RAW / "demo" / "video"
 DEMO = RAW / "demo" / "images"

@@ -63,3 +63,28 @@ def test_stage_runs_are_children_of_one_parent_with_params_and_metrics(store, mo
     failed = client.get_run(run3.info.run_id)
     assert failed.info.status == "FAILED"
     assert client.get_run(failed.data.tags["mlflow.parentRunId"]).info.status == "FAILED"
+
+
+@pytest.mark.slow
+def test_parent_run_carries_key_params_and_headline_metrics_for_the_runs_table(store):
+    from facelandmarks.evaluate.summary import headline_metrics
+    from facelandmarks.mlflow_runs import EXPERIMENT_KIND, key_params, log_to_parent
+
+    params = {**PARAMS, "crop": {"size": 160}, "model": {**PARAMS["model"], "pretrained": "imagenet"},
+              "pretrain": {"dataset": ["300w", "youtube_faces68"], "epochs": 12},
+              "finetune": {"dataset": "infanface", "mix": {"300w": 1.0}, "epochs": 10}}
+    assert key_params(params) == {"backbone": "resnet18", "head": "heatmap", "init": "imagenet", "input_size": "160",
+                                  "pretrain_data": "300w+youtube_faces68", "pretrain_epochs": "12",
+                                  "finetune_data": "infanface+300w", "finetune_epochs": "10"}
+    tree = {"finetune": {"end_to_end": {"300w": {"test": {"all": {"faces": 3, "nme_inter_ocular": 0.04, "detected": 0.9}}}},
+                         "crops": {"300w": {"test": {"all": {"faces": 3, "nme_inter_ocular": 0.035}}}}}}
+    with stage_run("evaluate", params) as run:
+        parent_id = log_to_parent(headline_metrics(tree), key_params(params))
+    client = mlflow.MlflowClient(store)
+    assert client.get_run(run.info.run_id).data.tags["mlflow.parentRunId"] == parent_id
+    parent = client.get_run(parent_id)
+    assert parent.data.metrics == {"finetune.300w.test.e2e.nme_io": 0.04, "finetune.300w.test.e2e.detected": 0.9,
+                                   "finetune.300w.test.crops.nme_io": 0.035}
+    assert parent.data.params["backbone"] == "resnet18" and parent.data.params["pretrain_data"] == "300w+youtube_faces68"
+    exp = client.get_experiment(parent.info.experiment_id)
+    assert exp.tags[EXPERIMENT_KIND[0]] == "custom_model_development"  # the UI opens on the training runs table

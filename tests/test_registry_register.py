@@ -1,4 +1,5 @@
-"""The register stage: MLflow registry, the champion decision on the same faces, idempotence, loading back."""
+"""The register stage: MLflow registry, the champion gate on VALIDATION faces (target + guard), idempotence,
+loading back without executing code."""
 
 from __future__ import annotations
 
@@ -7,43 +8,96 @@ import json
 import pytest
 import yaml
 
-from facelandmarks.registry.decision import decide, higher_is_better
+from facelandmarks.registry.decision import CompareParams, Measurement, compare, decide, higher_is_better
 
 
-def test_decision_rules():
-    assert decide(0.05, None, "nme_inter_ocular").promote
-    assert decide(0.05, 0.06, "nme_inter_ocular").promote
-    assert not decide(0.06, 0.05, "nme_inter_ocular").promote
-    assert not decide(0.05, 0.05, "nme_inter_ocular").promote  # a tie keeps the champion
-    assert not decide(0.055, 0.06, "nme_inter_ocular", min_improvement=0.01).promote
-    assert decide(0.7, 0.6, "auc_08").promote and higher_is_better("auc_10") and not higher_is_better("failure_rate_08")
+def _measured(ch: float | None, cp: float | None, faces: int = 30, dataset: str = "infanface") -> Measurement:
+    values = {"challenger": ch, **({"champion": cp} if cp is not None else {})}
+    return Measurement(dataset, "val", faces, values, {})
 
 
-@pytest.fixture
-def other_checkpoint(tiny_checkpoint, tmp_path):
-    """A second real model: the tiny trained model with its head weights halved (different predictions)."""
-    from facelandmarks.model.checkpoint import load_checkpoint, save_checkpoint
+def test_gate_rules():
+    nme = "nme_inter_ocular"
+    win = compare(_measured(0.170, 0.180), "target", 0.002, nme)
+    assert win.passed and win.gain == pytest.approx(0.010)
+    assert compare(_measured(0.178, 0.180), "target", 0.002, nme).passed  # exactly the margin passes
+    assert not compare(_measured(0.1785, 0.180), "target", 0.002, nme).passed  # 0.0015 < 0.002
+    assert not compare(_measured(0.180, 0.180), "target", 0.0, nme).passed  # a tie keeps the champion
+    assert compare(_measured(0.60, 0.50), "target", 0.05, "auc_08").passed  # AUC: higher is better
+    assert higher_is_better("auc_10") and higher_is_better("detected") and not higher_is_better("failure_rate_08")
 
-    model, _ = load_checkpoint(tiny_checkpoint)
-    for p in model.head.parameters():  # a different, still trained network
-        p.data.mul_(0.5)
-    path = tmp_path / "other" / "model.pt"
-    save_checkpoint(path, model, meta={"stage": "tests"})
-    return path
+    guard_ok = compare(_measured(0.108, 0.105, dataset="300w"), "guard", 0.003, nme)   # loses exactly 0.003
+    guard_bad = compare(_measured(0.1085, 0.105, dataset="300w"), "guard", 0.003, nme)  # loses 0.0035
+    assert guard_ok.passed and not guard_bad.passed and guard_bad.gain == pytest.approx(-0.0035)
+
+    assert decide(win, guard_ok, nme, has_champion=True).promote
+    blocked = decide(win, guard_bad, nme, has_champion=True)  # better on infants, forgets adults: kept
+    assert not blocked.promote and "300w/val" in blocked.reason and "beyond" in blocked.reason
+    assert not decide(compare(_measured(0.179, 0.180), "target", 0.002, nme), guard_ok, nme, True).promote
+    first = decide(compare(_measured(0.2, None), "target", 0.002, nme),
+                   compare(_measured(0.1, None, dataset="300w"), "guard", 0.003, nme), nme, has_champion=False)
+    assert first.promote and first.reason.startswith("no champion yet")
+    no_faces = decide(compare(_measured(None, None, faces=0), "target", 0.002, nme), guard_ok, nme, True)
+    assert not no_faces.promote and "cannot be checked" in no_faces.reason
+
+
+def test_selection_never_on_test():
+    with pytest.raises(ValueError, match="never used to choose"):
+        CompareParams(split="test")
+    with pytest.raises(ValueError, match="must not hold the selection split"):
+        CompareParams(split="val", report_splits=["val", "test"])
+    with pytest.raises(ValueError):  # margins are magnitudes
+        CompareParams.model_validate({"target": {"dataset": "infanface", "min_improvement": -0.01}})
+    with pytest.raises(ValueError):  # strict: the old flat key is an error, not silently ignored
+        CompareParams.model_validate({"min_improvement": 0.0})
+
+
+@pytest.fixture(scope="module")
+def better_checkpoint(tiny_checkpoint, small_crops, tmp_path_factory):
+    """A second real model that has learnt more: :func:`tiny_checkpoint` trained for 16 more epochs on the same
+    real crops by the training code (:func:`facelandmarks.train.loop.fit`). Returns its ``model.pt``."""
+    import torch
+
+    from conftest import ROOT
+    from facelandmarks.model.checkpoint import load_checkpoint
+    from facelandmarks.schemes import get_scheme
+    from facelandmarks.train.dataset import FaceDataset, load_faces
+    from facelandmarks.train.loop import FitOptions, fit
+
+    torch.set_num_threads(1)
+    torch.manual_seed(1)
+    model, cfg = load_checkpoint(tiny_checkpoint)
+    faces = load_faces(small_crops[0], ROOT, "crop_path", "crop_landmarks", size=cfg.input_size)
+    out = tmp_path_factory.mktemp("better-model")
+    fit(model, FaceDataset(faces, get_scheme("ibug68")), faces, [{"params": list(model.parameters()), "lr": 3e-3}],
+        FitOptions(epochs=16, batch_size=8, warmup_epochs=0.5, device="cpu", progress=False, resume=False, patience=0),
+        out / "model.pt", out / "last.pt", meta={"stage": "tests"})
+    return out / "model.pt"
+
+
+def _faces(annotations, n_val: int = 6, n_test: int = 4):
+    df = annotations[0]
+    parts = []
+    for dataset in ("infanface", "300w"):
+        for split, n in (("val", n_val), ("test", n_test)):
+            rows = df[(df["dataset"] == dataset) & (df["split"] == split)].sort_values("face_id")
+            parts.append(rows.head(n))
+    import pandas as pd
+
+    return pd.concat(parts).reset_index(drop=True)
 
 
 @pytest.mark.slow
-def test_register_twice_then_a_challenger(tiny_checkpoint, other_checkpoint, annotations, tmp_path, monkeypatch):
+@pytest.mark.needs_data
+def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotations, tmp_path, monkeypatch):
     import mlflow
 
     from facelandmarks import FaceLandmarker
     from facelandmarks.data.table import write_table
     from facelandmarks.registry.stage import main
 
-    df = annotations[0]
-    infant_test = df[(df["dataset"] == "infanface") & (df["split"] == "test")].sort_values("face_id").head(6)
     table = tmp_path / "annotations.parquet"
-    write_table(infant_test.reset_index(drop=True), table)
+    write_table(_faces(annotations), table)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = {
         "seed": 0, "scheme": "ibug68",
@@ -52,30 +106,54 @@ def test_register_twice_then_a_challenger(tiny_checkpoint, other_checkpoint, ann
                      "report": str(tmp_path / "register.json")},
     }
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
+
+    def run(**compare):
+        params["register"]["compare"] = compare
+        path.write_text(yaml.safe_dump(params))
+        report = main(str(path))
+        assert json.loads((tmp_path / "register.json").read_text()) == json.loads(json.dumps(report))
+        return report
+
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
 
-    first = main(str(path))
+    # 1. the first model: promoted because there is no champion, and said so; its numbers are reported
+    first = run()
     assert first["registered_new_version"] and first["promoted"] and first["champion_before"] is None
     assert first["challenger"]["version"] == "1" and first["champion_after"] == "1"
-    assert first["compared_on"] == {"dataset": "infanface", "split": "test", "protocol": "crops", "faces": 6}
+    assert first["reason"].startswith("no champion yet") and first["selection_split"] == "val"
+    target, guard = first["comparisons"]["target"], first["comparisons"]["guard"]
+    assert (target["dataset"], target["split"], target["faces"]) == ("infanface", "val", 6)
+    assert (guard["dataset"], guard["split"], guard["faces"]) == ("300w", "val", 6)
+    assert target["min_improvement"] == 0.002 and guard["max_regression"] == 0.003
+    assert target["challenger"] > 0 and target["champion"] is None
+    assert set(first["reported_only"]) == {"infanface/test", "300w/test"}
+    assert first["reported_only"]["infanface/test"]["faces"] == 4
 
-    again = main(str(path))  # unchanged: nothing new is registered, the alias stays
-    assert not again["registered_new_version"] and not again["promoted"]
-    assert again["challenger"]["version"] == "1" and again["champion_after"] == "1"
-    assert again["challenger"]["value"] == pytest.approx(first["challenger"]["value"])
+    again = run()  # unchanged: nothing new is registered, the alias stays
+    assert not again["registered_new_version"] and not again["promoted"] and again["champion_after"] == "1"
+    assert again["comparisons"]["target"]["challenger"] == pytest.approx(target["challenger"])
 
-    params["register"]["checkpoint"] = str(other_checkpoint)
-    path.write_text(yaml.safe_dump(params))
-    third = main(str(path))
-    assert third["registered_new_version"] and third["challenger"]["version"] == "2"
-    before, after = third["champion_before"], third["challenger"]
-    assert before["version"] == "1" and before["value"] == pytest.approx(first["challenger"]["value"], abs=1e-6)
-    # the decision follows the two numbers measured on the same faces
-    assert third["promoted"] == (after["value"] < before["value"])
-    assert third["champion_after"] == ("2" if third["promoted"] else "1")
-    assert json.loads((tmp_path / "register.json").read_text())["reason"] == third["reason"]
+    # 2. a better challenger, but the margin asked for is out of reach: registered, not promoted
+    params["register"]["checkpoint"] = str(better_checkpoint)
+    strict = run(target={"dataset": "infanface", "min_improvement": 0.5})
+    assert strict["registered_new_version"] and strict["challenger"]["version"] == "2"
+    assert not strict["promoted"] and strict["champion_after"] == "1" and strict["champion_before"]["version"] == "1"
+    t = strict["comparisons"]["target"]
+    # both models measured now on the same faces; the champion's number is the one measured when it entered
+    assert t["faces"] == 6 and t["champion"] == pytest.approx(target["challenger"], abs=1e-6)
+    assert t["gain"] == pytest.approx(t["champion"] - t["challenger"], abs=1e-6) and "< required 0.5" in strict["reason"]
+
+    # 3. default margins: the longer trained model beats the champion on infants, within the margin on adults
+    promoted = run()
+    assert not promoted["registered_new_version"] and promoted["challenger"]["version"] == "2"
+    t, g = promoted["comparisons"]["target"], promoted["comparisons"]["guard"]
+    assert t["gain"] >= 0.002 and -g["gain"] <= 0.003, (t, g)
+    assert promoted["promoted"] and promoted["champion_after"] == "2" and promoted["reason"].startswith("PROMOTED")
+    assert t["gain_se"] is not None and t["gain_se"] > 0
+    # test numbers beside, for both models, never in the comparisons
+    assert promoted["reported_only"]["300w/test"]["champion"] is not None
+    assert all(c["split"] == "val" for c in promoted["comparisons"].values())
 
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
@@ -83,15 +161,66 @@ def test_register_twice_then_a_challenger(tiny_checkpoint, other_checkpoint, ann
     runs = mlflow.search_runs(experiment_names=["register-test"], filter_string="tags.`facelandmarks.stage` = 'register'",
                               output_format="list")
     last = max(runs, key=lambda r: r.info.start_time)
-    assert last.data.tags["register.decision"] == ("promoted" if third["promoted"] else "kept")
-    assert "champion_nme_inter_ocular" in last.data.metrics and "challenger_nme_inter_ocular" in last.data.metrics
+    assert last.data.tags["register.decision"] == "promoted" and last.data.tags["register.selection_split"] == "val"
+    m = last.data.metrics
+    assert m["target_challenger_nme_inter_ocular"] == pytest.approx(t["challenger"])
+    assert m["target_champion_nme_inter_ocular"] == pytest.approx(t["champion"])
+    assert m["guard_champion_nme_inter_ocular"] == pytest.approx(g["champion"])
+    assert m["target_faces"] == 6 and m["guard_faces"] == 6 and m["target_margin"] == 0.002 and m["guard_margin"] == 0.003
+    assert "reported_infanface_test_challenger_nme_inter_ocular" in m
 
     champion = FaceLandmarker.load("models:/facelandmarks@champion", device="cpu", tracking_uri=uri)
-    expected = third["challenger"]["checkpoint_sha256"] if third["promoted"] else first["challenger"]["checkpoint_sha256"]
-    assert champion.checkpoint_sha256 == expected
+    assert champion.checkpoint_sha256 == promoted["challenger"]["checkpoint_sha256"]
     pyfunc = mlflow.pyfunc.load_model("models:/facelandmarks/1")
-    from facelandmarks.io.images import read_image
     from conftest import RAW
+    from facelandmarks.io.images import read_image
 
     [faces] = pyfunc.predict(read_image(RAW / "demo" / "images" / "face_recognition__obama.jpg"))
     assert len(faces) == 1 and len(faces[0]["landmarks"]) == 68
+
+
+class _Payload:
+    """Pickles to a call of ``pathlib.Path.touch``: unpickling it would execute code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+@pytest.mark.needs_data
+def test_a_tampered_model_is_refused_without_running_its_code(tiny_checkpoint, tmp_path, monkeypatch):
+    """A checkpoint carrying a pickled callable fails to load, from disk and from the MLflow registry, and the
+    callable never runs (``torch.load(..., weights_only=True)``)."""
+    import mlflow
+    import torch
+
+    from facelandmarks import FaceLandmarker
+    from facelandmarks.model.checkpoint import CheckpointError
+    from facelandmarks.registry.models import log_landmark_model
+
+    blob = torch.load(tiny_checkpoint, map_location="cpu", weights_only=True)  # the real file loads safely
+    marker = tmp_path / "code-ran"
+    blob["meta"]["payload"] = _Payload(marker)
+    bad = tmp_path / "tampered" / "model.pt"
+    bad.parent.mkdir()
+    torch.save(blob, bad)
+
+    with pytest.raises(CheckpointError, match="model.pt"):
+        FaceLandmarker.load(bad, device="cpu")
+    assert not marker.exists()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("tampered", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):
+        log_landmark_model(bad, registered_model_name="facelandmarks")
+    with pytest.raises(CheckpointError):
+        mlflow.pyfunc.load_model("models:/facelandmarks/1")
+    with pytest.raises(CheckpointError):
+        FaceLandmarker.load("models:/facelandmarks/1", device="cpu", tracking_uri=uri)
+    assert not marker.exists()

@@ -16,6 +16,7 @@ from facelandmarks.io.images import write_image
 from facelandmarks.model.checkpoint import load_checkpoint
 from facelandmarks.model.inference import predict_crops
 from facelandmarks.model.preprocess import to_tensor
+from facelandmarks.model.pretrained import OFFLINE_WEIGHTS
 from facelandmarks.mlflow_runs import PARENT_ENV, pipeline_run
 
 ROOT_PARAMS = "params.yaml"
@@ -36,19 +37,25 @@ def _write_faces(root, faces, dataset, splits):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("backbone, pretrained", [("mobilenetv3_small_050", False), ("mobilenetv2_100", "imagenet")])
 def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
-    landmark_crops, infant_crops, tmp_path, monkeypatch
+    landmark_crops, infant_crops, tmp_path, monkeypatch, backbone, pretrained
 ):
     c1, a1 = _write_faces(tmp_path, landmark_crops, "300w", ["train"] * 16 + ["val"] * 8)
     c2, a2 = _write_faces(tmp_path, infant_crops, "infanface", ["train"] * 6 + ["val"] * 3 + ["test"] * 3)
-    write_table(pd.DataFrame(c1 + c2), tmp_path / "data/interim/crops.parquet")
-    write_table(pd.DataFrame(a1 + a2), tmp_path / "data/processed/augmented.parquet")
+    # a second adult set with two augment variants per face; pretrain.variants_per_dataset keeps variant 0 only
+    c3, a3 = _write_faces(tmp_path, landmark_crops.subset(slice(0, 6)), "youtube_faces68", ["train"] * 6)
+    a3 = a3 + [{**r, "variant": 1, "face_id": r["face_id"] + "_v1"} for r in a3]
+    write_table(pd.DataFrame(c1 + c2 + c3), tmp_path / "data/interim/crops.parquet")
+    write_table(pd.DataFrame(a1 + a2 + a3), tmp_path / "data/processed/augmented.parquet")
     params = yaml.safe_load(open(ROOT_PARAMS))
     params["crop"]["size"] = 64
-    params["model"].update(backbone="mobilenetv3_small_050", head_channels=32)
+    params["model"].update(backbone=backbone, head_channels=32, pretrained=pretrained)
+    source = "random" if not pretrained else OFFLINE_WEIGHTS[backbone].describe()
     params["train"].update(batch_size=4, progress=False, num_threads=2, figure_faces=4)
-    params["pretrain"].update(epochs=2)
-    params["finetune"].update(epochs=2, freeze_stages=1)
+    params["pretrain"].update(epochs=2, dataset=["300w", "youtube_faces68"],
+                              variants_per_dataset={"youtube_faces68": 1})
+    params["finetune"].update(epochs=2, freeze_stages=1, mix={"300w": 1.5})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -63,9 +70,19 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
 
     assert json.loads((tmp_path / "reports/pretrain.json").read_text()) == json.loads(json.dumps(pre))
     assert pre["epochs_run"] == 2 and 0 < pre["best_val_nme"] < 10
-    assert pre["n_train_rows"] == 16 and pre["n_val_faces"] == 8
+    assert pre["n_train_rows"] == 16 + 6 and pre["n_val_faces"] == 8  # val = 300-W's only (the first data set)
+    assert pre["train_rows_per_dataset"] == {"300w": 16, "youtube_faces68": 6}
+    assert pre["selected_on"] == "300w val" and pre["stopped_by_time_cap"] is False and pre["warnings"] == []
+    assert pre["pretrained_source"] == source
     report = json.loads((tmp_path / "reports/finetune.json").read_text())
+    assert report == json.loads(json.dumps(fine))
     assert np.isfinite(report["test_nme_pretrained"]) and np.isfinite(report["test_nme_finetuned"])
+    # finetuning mixes 1.5 x 6 = 9 adult rows into every epoch; 300-W val NME of the chosen model is reported
+    assert report["n_train_rows"] == 6 and report["rows_per_epoch"] == 15
+    assert report["mix"] == {"300w": {"ratio": 1.5, "pool_rows": 16, "rows_per_epoch": 9}}
+    assert report["val_nme_300w_pretrained"] == pytest.approx(pre["best_val_nme"], rel=1e-5)
+    assert 0 < report["val_nme_300w_finetuned"] < 10
+    assert report["selected_on"] == "infanface val"
     assert report["n_test_faces"] == 3 and report["head_reinitialised"] is False and report["frozen_parameters"] > 0
 
     model, cfg = load_checkpoint(tmp_path / "models/finetune/model.pt")
@@ -75,9 +92,14 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
 
     client = mlflow.MlflowClient(uri)
     runs = {r.info.run_name: r for r in client.search_runs([client.get_run(parent_id).info.experiment_id])}
-    child = runs["finetune mobilenetv3_small_050+heatmap infanface"]
+    child = runs[f"finetune {backbone}+heatmap infanface"]
     assert child.data.tags["mlflow.parentRunId"] == parent_id
-    assert runs["pretrain mobilenetv3_small_050+heatmap 300w"].data.tags["mlflow.parentRunId"] == parent_id
+    pre_run = runs[f"pretrain {backbone}+heatmap 300w+youtube_faces68"]
+    assert pre_run.data.tags["mlflow.parentRunId"] == parent_id
+    assert pre_run.data.params["pretrained_source"] == source
+    assert cfg.pretrained_source == f"models/pretrain/model.pt ({source})"  # the finetuned model names its origin
+    assert pre_run.data.tags["facelandmarks.stopped_by_time_cap"] == "false"
+    assert child.data.metrics["val_nme_300w_finetuned"] == pytest.approx(report["val_nme_300w_finetuned"])
     assert len(client.get_metric_history(child.info.run_id, "val_nme")) == 2
     assert child.data.params["finetune.freeze_stages"] == "1"
     assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint", "figures"}

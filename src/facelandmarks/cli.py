@@ -1,7 +1,7 @@
 """The ``facelandmarks`` command line (typer).
 
 ``facelandmarks repro`` runs the whole pipeline as one MLflow parent run; ``facelandmarks stage NAME``
-runs one DVC stage's code directly; ``predict`` and ``schedule`` are the user-facing tools.
+runs one DVC stage's code directly; ``predict``, ``live`` and ``schedule`` are the user-facing tools.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def repro(
         from facelandmarks.params_override import apply_overrides
 
         apply_overrides("params.yaml", set_)
-    from facelandmarks.flows.shell import with_python_on_path
+    from facelandmarks.flows.steps import with_python_on_path
 
     # this environment's dvc and python, even when the venv is not activated (`make repro`)
     cmd = [sys.executable, "-m", "dvc", "repro", *(targets or [])] + (["--force"] if force else [])
@@ -65,10 +65,12 @@ def repro(
 
 
 # user-facing tools, each in its own module (heavy imports happen inside the commands)
+from facelandmarks.commands.live import live  # noqa: E402
 from facelandmarks.commands.predict import predict  # noqa: E402
 from facelandmarks.commands.schedule import schedule  # noqa: E402
 
 app.command(name="predict")(predict)
+app.command(name="live")(live)
 app.command(name="schedule")(schedule)
 
 

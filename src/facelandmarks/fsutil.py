@@ -1,15 +1,34 @@
-"""Atomic file and folder writes: a crash mid-stage leaves no half-written output."""
+"""Atomic file and folder writes: a crash mid-stage leaves no half-written output, and no litter.
+
+A write goes to a temporary beside its output, renamed onto it when complete:
+
+* a file ``dir/name.ext`` is written as ``dir/.name.<random>.tmp.ext`` (:func:`atomic_path`);
+* a folder ``dir/name`` is built as ``dir/.name.<random>.tmp`` and swapped in through ``dir/.name.old``
+  (:func:`atomic_dir`).
+
+A process killed with SIGKILL cannot clean up, so its temporary stays behind (e.g.
+``data/processed/.augmented.k3j2_x.tmp``, a full copy of the augmented crops). Every writer holds an
+exclusive ``flock`` on its temporary while it works; the kernel drops that lock when the process dies.
+The next write of the same output (the next run of the stage) removes the temporaries of that output
+whose lock it can take, i.e. those of dead writers (:func:`remove_stale_temporaries`); a live writer's
+temporary is left alone. Nothing depends on file ages or the clock.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json"]
+__all__ = ["atomic_path", "atomic_dir", "write_json", "stale_temporaries", "remove_stale_temporaries"]
+
+log = logging.getLogger(__name__)
 
 
 def _umask() -> int:
@@ -18,18 +37,92 @@ def _umask() -> int:
     return mask
 
 
+def _lock(path: Path) -> int:
+    """Open ``path`` (file or folder) and take an exclusive flock without waiting.
+
+    Returns:
+        the file descriptor holding the lock (close it to release).
+    Raises:
+        BlockingIOError: another open file description (a live writer) holds the lock.
+    """
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _temporaries(path: Path) -> list[Path]:
+    """Temporaries :func:`atomic_path` / :func:`atomic_dir` may have left for the output ``path``."""
+    d = path.parent
+    if not d.is_dir():
+        return []
+    rand = r"[a-z0-9_]+"  # tempfile's random part: no dots, so another output's name never matches
+    names = re.compile(rf"\.{re.escape(path.name)}\.{rand}\.tmp"  # atomic_dir
+                       rf"|\.{re.escape(path.stem)}\.{rand}\.tmp{re.escape(path.suffix)}"  # atomic_path
+                       rf"|\.{re.escape(path.name)}\.old")  # atomic_dir's swap
+    return sorted(p for p in d.iterdir() if names.fullmatch(p.name))
+
+
+def stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Temporaries of the output ``path`` left by writers that died (SIGKILL, power loss).
+
+    A temporary is stale when no live process holds its lock (see the module docstring). Temporaries of
+    other outputs are never listed, even in the same folder.
+
+    Args:
+        path: the output (``data/processed/augmented``, ``reports/metrics.json``).
+    Returns:
+        their paths, sorted.
+    """
+    out = []
+    for p in _temporaries(Path(path)):
+        try:
+            fd = _lock(p)
+        except BlockingIOError:
+            continue  # a live writer
+        except OSError:
+            out.append(p)  # unopenable (e.g. a dangling link): nobody can be writing it
+            continue
+        os.close(fd)
+        out.append(p)
+    return out
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete :func:`stale_temporaries` of the output ``path`` (called by every atomic write).
+
+    Returns:
+        what was removed (each one logged).
+    """
+    removed = []
+    for p in stale_temporaries(path):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        if not (p.exists() or p.is_symlink()):
+            log.warning("removed a stale temporary of %s left by a killed run: %s", path, p)
+            removed.append(p)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path`` atomically.
 
     On an exception the temporary file is removed and ``path`` keeps its old content (or stays
-    absent). The parent folder is created. The temporary name keeps the suffix so that libraries
-    that infer a format from it (parquet, png) still work.
+    absent). The parent folder is created. The temporary name (``.<stem>.<random>.tmp<suffix>``) keeps
+    the suffix so that libraries that infer a format from it (parquet, png) still work. Stale
+    temporaries of ``path`` from killed runs are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -38,17 +131,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder beside ``path``; on success it replaces ``path`` whole.
 
-    On an exception the temporary folder is deleted and ``path`` is left as it was.
+    On an exception the temporary folder is deleted and ``path`` is left as it was. Stale temporaries
+    of ``path`` from killed runs (``.<name>.<random>.tmp``, ``.<name>.old``) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    fd = _lock(tmp)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())
@@ -63,6 +161,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        os.close(fd)
 
 
 def write_json(path: str | os.PathLike, obj: object) -> None:

@@ -14,7 +14,8 @@ Which parent a stage's run joins (:func:`find_or_create_parent`), first match wi
 4. a new parent run, tagged ``facelandmarks.pipeline=true`` and named for the pipeline (e.g.
    ``pipeline mobilenetv3_small_100+heatmap 300w->infanface``), with all params logged.
 
-While a stage runs, its parent is RUNNING; when the stage ends the parent is FINISHED again (FAILED if the
+Links to the MLflow UI and between a Prefect flow run and its MLflow runs (:func:`run_url`, :func:`child_runs`,
+:func:`tag_parent_run`) live here too. While a stage runs, its parent is RUNNING; when the stage ends the parent is FINISHED again (FAILED if the
 stage failed), so a finished pipeline leaves no run RUNNING. A parent named by ``FACELANDMARKS_PARENT_RUN_ID``
 is left alone (its owner, e.g. a Prefect flow, ends it). A child run is tagged ``mlflow.parentRunId`` (the
 MLflow UI nests it) and ``facelandmarks.stage``.
@@ -37,11 +38,19 @@ __all__ = [
     "tracking_uri",
     "configure",
     "flatten_params",
+    "flatten_metrics",
     "pipeline_name",
     "pipeline_key",
     "find_or_create_parent",
     "stage_run",
     "pipeline_run",
+    "key_params",
+    "log_to_parent",
+    "EXPERIMENT_KIND",
+    "mlflow_ui_base",
+    "run_url",
+    "child_runs",
+    "tag_parent_run",
 ]
 
 PARENT_ENV = "FACELANDMARKS_PARENT_RUN_ID"
@@ -49,6 +58,9 @@ PIPELINE_TAG = "facelandmarks.pipeline"
 PIPELINE_KEY_TAG = "facelandmarks.pipeline_key"
 STAGE_TAG = "facelandmarks.stage"
 MAX_PARENT_AGE_S = 12 * 3600
+#: MLflow 3's experiment-kind tag: the UI opens a ``custom_model_development`` experiment on its training runs
+#: table (not the GenAI overview).
+EXPERIMENT_KIND = ("mlflow.experimentKind", "custom_model_development")
 
 
 def tracking_uri(params: Mapping[str, Any]) -> str:
@@ -86,6 +98,9 @@ def configure(params: Mapping[str, Any]) -> str:
             exp_id = exp.experiment_id
     else:
         exp_id = exp.experiment_id
+    exp = client.get_experiment(exp_id)
+    if exp.tags.get(EXPERIMENT_KIND[0]) != EXPERIMENT_KIND[1]:
+        client.set_experiment_tag(exp_id, *EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -102,6 +117,18 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
+def flatten_metrics(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}`` (numbers only; None left out), for MLflow."""
+    out: dict[str, float] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten_metrics(v, key + "/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+            out[key] = float(v)
+    return out
+
+
 def pipeline_name(params: Mapping[str, Any]) -> str:
     """Name of a parent run, from what the pipeline trains, e.g. ``pipeline mobilenetv3_small_100+heatmap
     300w->infanface``."""
@@ -109,11 +136,64 @@ def pipeline_name(params: Mapping[str, Any]) -> str:
     parts = ["pipeline"]
     if model:
         parts.append(f"{model.get('backbone', '?')}+{model.get('head', '?')}")
-    datasets = [(params.get(s) or {}).get("dataset") for s in ("pretrain", "finetune")]
+    datasets = [_datasets_of(params.get(s) or {}) for s in ("pretrain", "finetune")]
     datasets = [d for d in datasets if d]
     if datasets:
         parts.append("->".join(datasets))
     return " ".join(parts)
+
+
+def _datasets_of(stage: Mapping[str, Any]) -> str:
+    """``"300w"`` or ``"300w+youtube_faces68"`` from a training stage's ``dataset`` (a name or a list) and
+    ``mix`` (data sets mixed in), if any."""
+    d = stage.get("dataset") or stage.get("datasets") or []
+    names = [d] if isinstance(d, str) else [str(x) for x in d]
+    mix = stage.get("mix") or {}
+    names += [str(k) for k in (mix if isinstance(mix, Mapping) else [])]
+    return "+".join(dict.fromkeys(names))
+
+
+def key_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """The few params that tell pipelines apart in the MLflow runs table (parent runs): backbone, head,
+    init, input size, loss, training data and epochs of each training stage."""
+    model = params.get("model") or {}
+    train = params.get("train") or {}
+    out = {
+        "backbone": model.get("backbone"),
+        "head": model.get("head"),
+        "init": model.get("pretrained"),
+        "input_size": (params.get("crop") or {}).get("size"),
+        "loss": train.get("loss"),
+        "flip_test": model.get("flip_test"),
+    }
+    for stage in ("pretrain", "finetune"):
+        sp = params.get(stage) or {}
+        if sp:
+            out[f"{stage}_data"] = _datasets_of(sp)
+            out[f"{stage}_epochs"] = sp.get("epochs")
+    return {k: str(v) for k, v in out.items() if v is not None}
+
+
+def log_to_parent(metrics: Mapping[str, float] | None = None, params: Mapping[str, str] | None = None) -> str | None:
+    """Log headline metrics / params on the parent (pipeline) run of the active child run, so that the
+    MLflow runs table compares whole pipelines at a glance.
+
+    Returns:
+        the parent run id, or None when the active run has no parent (nothing is logged).
+    """
+    import mlflow
+
+    active = mlflow.active_run()
+    parent_id = active.data.tags.get("mlflow.parentRunId") if active else None
+    if not parent_id:
+        return None
+    client = mlflow.MlflowClient()
+    batch_m = [mlflow.entities.Metric(k, float(v), int(time.time() * 1000), 0) for k, v in (metrics or {}).items()]
+    existing = client.get_run(parent_id).data.params
+    batch_p = [mlflow.entities.Param(k, str(v)) for k, v in (params or {}).items() if k not in existing]
+    for i in range(0, max(len(batch_m), len(batch_p)), 100):
+        client.log_batch(parent_id, metrics=batch_m[i : i + 100], params=batch_p[i : i + 100])
+    return parent_id
 
 
 def pipeline_key() -> str | None:
@@ -182,7 +262,7 @@ def _create_parent(params: Mapping[str, Any], experiment_id: str, key: str | Non
     client = mlflow.MlflowClient()
     tags = {PIPELINE_TAG: "true", **({PIPELINE_KEY_TAG: key} if key else {})}
     run = client.create_run(experiment_id, tags=tags, run_name=pipeline_name(params))
-    items = list(flatten_params(params).items())
+    items = list(key_params(params).items()) + list(flatten_params(params).items())
     for i in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[i : i + 100]])
     return run.info.run_id
@@ -254,3 +334,59 @@ def pipeline_run(params: Mapping[str, Any] | None = None, params_path: str | os.
         status = "FINISHED"
     finally:
         client.set_terminated(run_id, status)
+
+
+#: Tags set on the MLflow parent run.
+PREFECT_FLOW_RUN_TAG = "prefect.flow_run_id"
+PREFECT_FLOW_RUN_URL_TAG = "prefect.flow_run_url"
+
+
+def mlflow_ui_base(tracking_uri: str, configured: str) -> str:
+    """Base URL of the MLflow UI: the tracking server itself when ``tracking_uri`` is http(s), else
+    ``configured`` (params ``retrain.mlflow_ui``, where ``mlflow ui`` serves the local store)."""
+    base = tracking_uri if tracking_uri.startswith(("http://", "https://")) else configured
+    return base.rstrip("/")
+
+
+def run_url(ui_base: str, experiment_id: str, run_id: str) -> str:
+    """URL of one run's page in the MLflow UI (MLflow 3 route ``#/experiments/<id>/runs/<id>``)."""
+    return f"{ui_base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def child_runs(parent_run_id: str, ui_base: str) -> list[dict[str, Any]]:
+    """The child runs nested under a parent run, oldest first.
+
+    Returns:
+        one dict per child run: ``stage`` (tag ``facelandmarks.stage``, else the run name),
+        ``run_id``, ``name``, ``status`` (``FINISHED``/``FAILED``/...), ``url``.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    exp_id = parent.info.experiment_id
+    runs = client.search_runs(
+        [exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+        order_by=["attributes.start_time ASC"], max_results=1000,
+    )
+    return [
+        {
+            "stage": r.data.tags.get("facelandmarks.stage", r.info.run_name),
+            "run_id": r.info.run_id,
+            "name": r.info.run_name,
+            "status": r.info.status,
+            "url": run_url(ui_base, exp_id, r.info.run_id),
+        }
+        for r in runs
+    ]
+
+
+def tag_parent_run(parent_run_id: str, flow_run_id: str | None, flow_run_url: str | None) -> None:
+    """Tag the MLflow parent run with the Prefect flow run that made it (id and UI URL when known)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    if flow_run_id:
+        client.set_tag(parent_run_id, PREFECT_FLOW_RUN_TAG, flow_run_id)
+    if flow_run_url:
+        client.set_tag(parent_run_id, PREFECT_FLOW_RUN_URL_TAG, flow_run_url)

@@ -29,7 +29,7 @@ def schedule(
     Needs a Prefect server: ``prefect server start --host 127.0.0.1 --port 4200`` and
     ``export PREFECT_API_URL=http://127.0.0.1:4200/api``.
     """
-    from facelandmarks.flows.serve import ScheduleError, serve_retrain
+    from facelandmarks.flows.schedule import ScheduleError, serve_retrain
 
     parameters = {"overrides": list(set_), "targets": list(target), "force": force, "pull": pull, "build": build}
     try:

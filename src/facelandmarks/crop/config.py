@@ -6,11 +6,13 @@ cuts faces exactly as the training crops were cut.
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Literal
+
+from pydantic import Field, model_validator
 
 from facelandmarks.params import StrictModel
 
-__all__ = ["CropConfig", "FallbackConfig"]
+__all__ = ["CropCluster", "CropConfig", "FallbackConfig"]
 
 
 class CropConfig(StrictModel):
@@ -48,3 +50,34 @@ class FallbackConfig(StrictModel):
     scale: float = Field(1.1, gt=0.2, le=4.0)
     dx: float = 0.0
     dy: float = -0.1
+
+
+class CropCluster(StrictModel):
+    """Where the crop stage runs (params.yaml ``crop.cluster``); the outputs are the same everywhere.
+
+    The photos are split into chunks of consecutive photos (``facelandmarks.crop.stage.photo_chunks``);
+    ``local`` crops them one after another in the stage's process, ``dask`` runs one task per chunk on a
+    Dask cluster (``distributed``) and merges the results in chunk order.
+
+    Attributes:
+        backend: ``local`` (this process) or ``dask``.
+        address: the Dask scheduler to connect to (``tcp://host:8786``); null with ``dask``: start a
+            LocalCluster of ``workers`` processes on this machine for the stage's duration. The workers
+            of a real cluster must run in the project root on a file system shared with the stage
+            (they read ``data/raw`` and write the crops); the stage checks this first.
+        workers: processes of the LocalCluster (one thread each); unused with an ``address``.
+        connect_timeout_s: seconds to wait for the scheduler at ``address``.
+    Raises:
+        pydantic.ValidationError: an ``address`` with ``backend: local``.
+    """
+
+    backend: Literal["local", "dask"] = "local"
+    address: str | None = None
+    workers: int = Field(2, ge=1)
+    connect_timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> "CropCluster":
+        if self.address and self.backend != "dask":
+            raise ValueError(f"crop.cluster.address {self.address!r} is set but backend is {self.backend!r}: use backend: dask")
+        return self

@@ -16,12 +16,13 @@ from facelandmarks.crop.geometry import crop_square, square_box
 from facelandmarks.data.table import landmarks_bbox
 from facelandmarks.detect.mtcnn import Detections, FaceDetector
 
-__all__ = ["Face", "crop_face", "faces_from_detections", "find_faces", "find_faces_batch", "fallback_box"]
+__all__ = ["FaceCrop", "crop_face", "faces_from_detections", "find_faces", "find_faces_batch", "fallback_box"]
 
 
 @dataclass(frozen=True)
-class Face:
-    """A face found in a photo.
+class FaceCrop:
+    """A detected face and its square crop: what the landmark network is fed (not the served result,
+    which is :class:`facelandmarks.inference.landmarker.Face`).
 
     Attributes:
         box: ``(4,) float32`` MTCNN box x0, y0, x1, y1, photo pixels.
@@ -72,7 +73,7 @@ def fallback_box(landmarks: np.ndarray, fb: FallbackConfig) -> np.ndarray:
     return square_box(landmarks_bbox(pts), fb.scale, (fb.dx, fb.dy)).astype(np.float32)
 
 
-def faces_from_detections(image: np.ndarray, detections: Detections, cfg: CropConfig) -> list[Face]:
+def faces_from_detections(image: np.ndarray, detections: Detections, cfg: CropConfig) -> list[FaceCrop]:
     """Crop every detection of one photo.
 
     Returns:
@@ -84,11 +85,11 @@ def faces_from_detections(image: np.ndarray, detections: Detections, cfg: CropCo
             crop, c2p = crop_face(image, box, cfg)
         except ValueError:
             continue
-        faces.append(Face(box=box, score=float(score), points5=pts, crop=crop, crop_to_photo=c2p))
+        faces.append(FaceCrop(box=box, score=float(score), points5=pts, crop=crop, crop_to_photo=c2p))
     return faces
 
 
-def find_faces(detector: FaceDetector, image: np.ndarray, cfg: CropConfig) -> list[Face]:
+def find_faces(detector: FaceDetector, image: np.ndarray, cfg: CropConfig) -> list[FaceCrop]:
     """Detect and crop every face of a photo (the inference entry point).
 
     Args:
@@ -96,16 +97,16 @@ def find_faces(detector: FaceDetector, image: np.ndarray, cfg: CropConfig) -> li
         image: ``(H, W, 3) uint8`` RGB photo.
         cfg: crop settings (those the model was trained with).
     Returns:
-        list of :class:`Face`, by descending score; empty when no face is found.
+        list of :class:`FaceCrop`, by descending score; empty when no face is found.
     """
     return find_faces_batch(detector, [image], cfg)[0]
 
 
-def find_faces_batch(detector: FaceDetector, images: list[np.ndarray], cfg: CropConfig) -> list[list[Face]]:
+def find_faces_batch(detector: FaceDetector, images: list[np.ndarray], cfg: CropConfig) -> list[list[FaceCrop]]:
     """:func:`find_faces` over many photos (e.g. video frames), detection batched.
 
     Returns:
-        one list of :class:`Face` per photo.
+        one list of :class:`FaceCrop` per photo.
     """
     dets = detector.detect(images)
     return [faces_from_detections(im, d, cfg) for im, d in zip(images, dets)]

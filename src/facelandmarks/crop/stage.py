@@ -10,29 +10,32 @@ counted per data set. Unreadable photos and unusable faces are reported and skip
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections import defaultdict
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 from tqdm import tqdm
 
-from facelandmarks.crop.config import CropConfig, FallbackConfig
+from facelandmarks.crop.config import CropCluster, CropConfig, FallbackConfig
 from facelandmarks.crop.faces import crop_face, fallback_box
 from facelandmarks.crop.geometry import invert_affine, map_points
 from facelandmarks.data.table import landmarks_bbox, read_table, write_table
 from facelandmarks.detect.matching import match_boxes
 from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector
 from facelandmarks.fsutil import atomic_dir, write_json
-from facelandmarks.io.images import ImageReadError, decode_image, write_image
+from facelandmarks.io.images import write_image
+from facelandmarks.io.photos import iter_photo_images
 from facelandmarks.params import load_params, section
 
-__all__ = ["CropParams", "crop_faces", "main"]
+__all__ = ["ChunkResult", "CropParams", "crop_chunk", "crop_faces", "dask_client", "main", "photo_chunks"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,9 @@ class CropParams(CropConfig):
         match_iou: smallest IoU between an MTCNN box and the landmark box that counts as a detection.
         fallback: landmark box -> MTCNN-like box, for missed faces.
         num_threads: torch CPU threads (0 = torch's default).
-        read_workers: threads decoding photos ahead of the detector.
+        read_workers: threads decoding photos ahead of the detector (per process / Dask worker).
+        cluster: where the chunks of photos are cropped: this process, or a Dask cluster
+            (:class:`facelandmarks.crop.config.CropCluster`); the outputs are identical.
         annotations, table, out_dir, report: input and output paths (relative to the project root).
     """
 
@@ -54,6 +59,7 @@ class CropParams(CropConfig):
     fallback: FallbackConfig = FallbackConfig()
     num_threads: int = Field(0, ge=0)
     read_workers: int = Field(2, ge=1)
+    cluster: CropCluster = CropCluster()
     annotations: str = "data/interim/annotations.parquet"
     table: str = "data/interim/crops.parquet"
     out_dir: str = "data/interim/crops"
@@ -64,40 +70,6 @@ class CropParams(CropConfig):
         return CropConfig(**{k: getattr(self, k) for k in CropConfig.model_fields})
 
 
-def _read_photo(paths: list[str]) -> list[tuple[np.ndarray | None, str | None, list[str]]]:
-    """Read the files of one photo, decoding byte-identical copies once.
-
-    AFW stores one byte-identical copy of a photo per face; HELEN stores a different crop of the
-    photo per face. Files are grouped by content hash.
-
-    Returns:
-        one ``(image, None, paths)`` per distinct readable content, one ``(None, error, [path])`` per
-        unreadable file.
-    """
-    by_hash: dict[str, list[str]] = {}
-    data: dict[str, bytes] = {}
-    out: list[tuple[np.ndarray | None, str | None, list[str]]] = []
-    for p in paths:
-        try:
-            raw = Path(p).read_bytes()
-        except OSError as e:
-            out.append((None, f"{p}: cannot be read ({e})", [p]))
-            continue
-        h = hashlib.sha1(raw).hexdigest()
-        if h not in by_hash:
-            by_hash[h] = []
-            data[h] = raw
-        by_hash[h].append(p)
-    for h, ps in by_hash.items():
-        try:
-            if not data[h]:
-                raise ImageReadError(f"{ps[0]}: empty file")
-            out.append((decode_image(data[h], source=ps[0]), None, ps))
-        except ImageReadError as e:
-            out.append((None, str(e), ps))
-    return out
-
-
 def crop_faces(
     df: pd.DataFrame,
     params: CropParams,
@@ -105,81 +77,244 @@ def crop_faces(
     crop_root: str | Path | None = None,
     detector: FaceDetector | None = None,
     progress: bool = True,
+    client: Any = None,
 ) -> tuple[pd.DataFrame, dict]:
     """Detect, match and crop every annotated face of a table.
+
+    Photos are split into chunks of consecutive photos (:func:`photo_chunks`); each chunk is read,
+    detected (one :meth:`FaceDetector.detect` call) and cropped by :func:`crop_chunk`, in this process
+    or, with ``client``, as one task per chunk on a Dask cluster. The chunks, and so every MTCNN batch,
+    are the same either way, so the rows, crops and PNG bytes are identical (given equal torch threads).
 
     Args:
         df: annotation table (:mod:`facelandmarks.data.table`).
         params: stage settings.
-        out_dir: folder the crop PNGs are written into (``<face_id>.png``).
+        out_dir: folder the crop PNGs are written into (``<face_id>.png``); with ``client`` every worker
+            must be able to write there (a shared file system; a LocalCluster is on this machine).
         crop_root: folder recorded in ``crop_path`` (where ``out_dir`` will finally live, e.g. after an
             atomic rename); ``out_dir`` when None.
-        detector: an existing detector (built from ``params.detector`` when None).
+        detector: an existing detector (built from ``params.detector`` when None; local runs only).
         progress: show a tqdm bar.
+        client: a ``distributed.Client`` to fan the chunks out over (see :func:`dask_client`); None:
+            this process. Workers read photos by the table's ``image_path``, relative to THEIR working
+            directory, which must therefore be the project root (a LocalCluster's is this process's).
     Returns:
         ``(crops, report)``. ``crops`` holds the annotation row of every cropped face plus
         ``crop_path``, ``crop_landmarks (K, 2) float32`` (crop pixels), ``crop_to_photo (2, 3) float64``,
         ``det_source`` (``mtcnn``/``landmarks``), ``det_score`` and ``det_iou`` (NaN for fallbacks),
         ``det_box (4,) float32`` (the box the square was derived from: MTCNN's, or the fallback), and
-        ``best_iou`` (the best IoU of the landmark box with any detection, 0 when none).
+        ``best_iou`` (the best IoU of the landmark box with any detection, 0 when none); rows in the
+        order of ``df``.
         ``report`` counts per data set: faces, photos, cropped, detected, fallbacks, detection_rate,
         mean_iou, mean_score, photos_unreadable (image files), faces_skipped, per-subset detection
         rates; overall: the fallback ``calibration`` measured on matched faces, images_decoded,
-        wall_s, detect_s, faces_per_s, device, and the list of problems.
+        wall_s, detect_s (summed over workers), faces_per_s, device, ``cluster`` (backend, workers,
+        chunks), and the list of problems.
     """
     t0 = time.perf_counter()
-    cfg = params.crop_config()
     out_dir = Path(out_dir)
     crop_root = Path(crop_root) if crop_root is not None else out_dir
-    detector = detector or FaceDetector(params.detector)
-    by_photo: dict[str, pd.DataFrame] = {pid: g for pid, g in df.groupby("photo_id", sort=False)}
-    photos = list(by_photo)
-    chunk = max(params.detector.batch_size * 4, 8)
-    chunks = [photos[i : i + chunk] for i in range(0, len(photos), chunk)]
-
-    rows: list[dict] = []
-    problems: list[dict] = []
-    t_detect = 0.0
-    n_images = 0
-    pool = ThreadPoolExecutor(max_workers=params.read_workers)
-
-    def submit(ch: list[str]) -> list[Future]:
-        return [pool.submit(_read_photo, list(dict.fromkeys(by_photo[p]["image_path"]))) for p in ch]
-
+    chunks = photo_chunks(df, chunk_photos(params))
     bar = tqdm(total=len(df), desc="crop", unit="face", disable=not progress)
+    results: list[ChunkResult] = []
     try:
-        pending = submit(chunks[0]) if chunks else []
-        for ci, ch in enumerate(chunks):
-            loaded = [f.result() for f in pending]
-            pending = submit(chunks[ci + 1]) if ci + 1 < len(chunks) else []
-            ok: list[tuple[np.ndarray, pd.DataFrame]] = []
-            for p, files in zip(ch, loaded):
-                g = by_photo[p]
-                for img, err, paths in files:
-                    faces = g[g["image_path"].isin(paths)]
-                    n_images += 1
-                    if img is None:
-                        log.warning("crop: skipping %s (%d faces): %s", paths[0], len(faces), err)
-                        problems.append({"photo_id": p, "dataset": g["dataset"].iloc[0], "faces": len(faces),
-                                         "reason": "unreadable", "detail": err})
-                        bar.update(len(faces))
-                    else:
-                        ok.append((img, faces))
-            ts = time.perf_counter()
-            dets = detector.detect([img for img, _ in ok]) if ok else []
-            t_detect += time.perf_counter() - ts
-            for (img, faces), det in zip(ok, dets):
-                rows += _crop_photo(img, faces, det, params, cfg, out_dir, crop_root, problems)
-                bar.update(len(faces))
+        if client is None:
+            detector = detector or FaceDetector(params.detector)
+            for chunk in chunks:
+                results.append(crop_chunk(chunk, params, out_dir, crop_root, detector))
+                bar.update(len(chunk))
+            workers = 1
+        else:
+            from distributed import as_completed
+
+            workers = _check_workers(client, df, out_dir)
+            futures = client.map(_crop_chunk_task, chunks, params=params, out_dir=str(out_dir.resolve()),
+                                 crop_root=str(crop_root), pure=False)
+            sizes = {f.key: len(c) for f, c in zip(futures, chunks)}
+            for f in as_completed(futures):
+                bar.update(sizes[f.key])
+            results = client.gather(futures)  # in chunk order
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    rows = [r for res in results for r in res.rows]
+    problems = [p for res in results for p in res.problems]
     new = pd.DataFrame(rows, columns=_NEW_COLUMNS)
     crops = df.merge(new, on="face_id", how="inner", validate="one_to_one").reset_index(drop=True)
     wall = time.perf_counter() - t0
-    report = _report(df, crops, problems, wall, t_detect, detector.device)
-    report["images_decoded"] = n_images
+    device = results[0].device if results else params.detector.device
+    report = _report(df, crops, problems, wall, sum(r.detect_s for r in results), device)
+    report["images_decoded"] = sum(r.images for r in results)
+    report["cluster"] = {"backend": "dask" if client is not None else "local", "workers": workers, "chunks": len(chunks)}
     return crops, report
+
+
+def chunk_photos(params: CropParams) -> int:
+    """Photos per chunk: ``max(4 x detector.batch_size, 8)`` (the batch the single-process stage always used)."""
+    return max(params.detector.batch_size * 4, 8)
+
+
+def photo_chunks(df: pd.DataFrame, photos: int) -> list[pd.DataFrame]:
+    """Split a table into chunks of ``photos`` consecutive photos (all faces of a photo in one chunk).
+
+    Photos are taken in order of first appearance of their ``photo_id``; a chunk keeps its rows in the
+    order of ``df``. The split depends on the table alone (never on workers, timing or readability),
+    so a chunk is the same unit of work in the single-process stage and on any cluster.
+
+    Args:
+        df: annotation rows with ``photo_id``.
+        photos: photos per chunk (>= 1); the last chunk may hold fewer.
+    Returns:
+        the chunks, in order; empty for an empty table.
+    Raises:
+        ValueError: ``photos < 1``. KeyError: no ``photo_id`` column.
+    """
+    if photos < 1:
+        raise ValueError(f"photos per chunk must be >= 1, got {photos}")
+    codes, _ = pd.factorize(df["photo_id"], sort=False)
+    index = codes // photos
+    return [df[index == k] for k in range(int(index.max()) + 1)] if len(df) else []
+
+
+@dataclass
+class ChunkResult:
+    """What :func:`crop_chunk` returns for one chunk of photos.
+
+    Attributes:
+        rows: one dict per cropped face (``_NEW_COLUMNS``), in photo order.
+        problems: unreadable photos and unusable faces, in the order met.
+        images: distinct image files decoded.
+        detect_s: seconds in MTCNN.
+        device: where MTCNN ran (``cpu``, ``cuda``).
+    """
+
+    rows: list[dict]
+    problems: list[dict]
+    images: int
+    detect_s: float
+    device: str
+
+
+def crop_chunk(
+    faces: pd.DataFrame,
+    params: CropParams,
+    out_dir: str | Path,
+    crop_root: str | Path,
+    detector: FaceDetector | None = None,
+) -> ChunkResult:
+    """Read, detect and crop the photos of one chunk (:func:`photo_chunks`): the per-photo work of the stage.
+
+    All readable images of the chunk go through ONE :meth:`FaceDetector.detect` call (which batches
+    equal sizes ``detector.batch_size`` at a time); each photo's faces are then matched and cut
+    (:func:`_crop_photo`) and written as ``out_dir/<face_id>.png``. Unreadable photos become problems.
+
+    Args:
+        faces: the chunk's annotation rows.
+        params, out_dir, crop_root: as :func:`crop_faces`.
+        detector: the detector to use (a per-process cached one built from ``params.detector`` when None).
+    Returns:
+        :class:`ChunkResult`.
+    """
+    detector = detector or _cached_detector(params.detector)
+    out_dir, crop_root = Path(out_dir), Path(crop_root)
+    cfg = params.crop_config()
+    problems: list[dict] = []
+    ok: list[tuple[np.ndarray, pd.DataFrame]] = []
+    images = 0
+    for photo in iter_photo_images(faces, workers=params.read_workers, prefetch=chunk_photos(params)):
+        images += 1
+        if photo.image is None:
+            log.warning("crop: skipping %s (%d faces): %s", photo.paths[0], len(photo.faces), photo.error)
+            problems.append({"photo_id": photo.photo_id, "dataset": photo.faces["dataset"].iloc[0],
+                             "faces": len(photo.faces), "reason": "unreadable", "detail": photo.error})
+            continue
+        ok.append((photo.image, photo.faces))
+    ts = time.perf_counter()
+    dets = detector.detect([img for img, _ in ok]) if ok else []
+    detect_s = time.perf_counter() - ts
+    rows: list[dict] = []
+    for (img, photo_faces), det in zip(ok, dets):
+        rows += _crop_photo(img, photo_faces, det, params, cfg, out_dir, crop_root, problems)
+    return ChunkResult(rows, problems, images, detect_s, str(detector.device))
+
+
+_DETECTORS: dict[str, FaceDetector] = {}
+
+
+def _cached_detector(config: DetectorConfig) -> FaceDetector:
+    """One MTCNN per process and config (a Dask worker loads it once, not once per chunk)."""
+    key = config.model_dump_json()
+    if key not in _DETECTORS:
+        _DETECTORS[key] = FaceDetector(config)
+    return _DETECTORS[key]
+
+
+def _crop_chunk_task(faces: pd.DataFrame, params: CropParams, out_dir: str, crop_root: str) -> ChunkResult:
+    """A Dask task: :func:`crop_chunk` with the stage's torch thread count (Dask workers default to 1)."""
+    if params.num_threads:
+        import torch
+
+        if torch.get_num_threads() != params.num_threads:
+            torch.set_num_threads(params.num_threads)
+    return crop_chunk(faces, params, out_dir, crop_root)
+
+
+def _worker_sees(image_path: str, out_dir: str) -> str | None:
+    """Run on each worker: None when it can read ``image_path`` and write into ``out_dir``, else why not."""
+    import os
+
+    if not Path(image_path).is_file():
+        return f"cannot see {image_path} from working directory {os.getcwd()}"
+    if not os.access(out_dir, os.W_OK):
+        return f"cannot write into {out_dir}"
+    return None
+
+
+def _check_workers(client: Any, df: pd.DataFrame, out_dir: Path) -> int:
+    """Every worker must see the project's photos and the output folder; returns the number of workers.
+
+    Raises:
+        RuntimeError: the cluster has no worker, or a worker lacks the files (names worker and file).
+    """
+    if len(df) == 0:
+        return len(client.scheduler_info()["workers"])
+    answers = client.run(_worker_sees, str(df["image_path"].iloc[0]), str(out_dir.resolve()))
+    if not answers:
+        raise RuntimeError("crop: the Dask cluster has no workers")
+    bad = {w: a for w, a in answers.items() if a}
+    if bad:
+        raise RuntimeError(
+            "crop: Dask workers must run in the project root on a file system shared with this process: "
+            + "; ".join(f"{w}: {a}" for w, a in sorted(bad.items()))
+        )
+    return len(answers)
+
+
+@contextmanager
+def _client(cluster: CropCluster) -> Iterator[Any]:
+    """:func:`dask_client` for ``backend: dask``, else None (this process)."""
+    if cluster.backend != "dask":
+        yield None
+        return
+    with dask_client(cluster) as client:
+        yield client
+
+
+@contextmanager
+def dask_client(cluster: CropCluster) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``cluster`` (``backend: dask``), closed on exit.
+
+    ``address`` set: connect to that scheduler (e.g. ``tcp://10.0.0.5:8786``). ``address`` null: start a
+    LocalCluster of ``workers`` processes (one thread each, no dashboard, on 127.0.0.1) and stop it on exit.
+    """
+    from distributed import Client, LocalCluster
+
+    if cluster.address:
+        with Client(cluster.address, timeout=cluster.connect_timeout_s) as client:
+            yield client
+        return
+    with LocalCluster(n_workers=cluster.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as local, Client(local) as client:
+        yield client
 
 
 _NEW_COLUMNS = [
@@ -307,6 +442,7 @@ def _metrics(report: dict) -> dict[str, float]:
 def main(params_path: str = "params.yaml") -> dict:
     """Run the ``crop`` stage with params from ``params_path`` (cwd = project root). Returns the report.
 
+    With ``crop.cluster.backend: dask`` the photos are cropped on a Dask cluster (:func:`dask_client`).
     Logs the report's numbers and ``reports/crop.json`` to an MLflow child run (``facelandmarks.mlflow_runs``).
     """
     from facelandmarks.mlflow_runs import stage_run
@@ -321,8 +457,8 @@ def main(params_path: str = "params.yaml") -> dict:
     with stage_run("crop", params, run_name=f"crop MTCNN {cfg.size}px x{cfg.scale}"):
         import mlflow
 
-        with atomic_dir(cfg.out_dir) as tmp:
-            crops, report = crop_faces(df, cfg, tmp, crop_root=cfg.out_dir)
+        with atomic_dir(cfg.out_dir) as tmp, _client(cfg.cluster) as client:
+            crops, report = crop_faces(df, cfg, tmp, crop_root=cfg.out_dir, client=client)
             if len(crops) == 0:
                 raise ValueError(f"crop: no face of {cfg.annotations} could be cropped (see the problems in the report)")
             write_table(crops, cfg.table)
@@ -337,5 +473,7 @@ def main(params_path: str = "params.yaml") -> dict:
             f"mean IoU {d['mean_iou']}, {d['fallbacks']} landmark-box fallbacks, "
             f"{d['photos_unreadable']} unreadable photos, {d['faces_skipped']} faces skipped"
         )
-    print(f"crop: {report['cropped']} faces in {report['wall_s']} s ({report['faces_per_s']} faces/s on {report['device']})")
+    c = report["cluster"]
+    print(f"crop: {report['cropped']} faces in {report['wall_s']} s ({report['faces_per_s']} faces/s on {report['device']}, "
+          f"{c['backend']}: {c['workers']} worker(s), {c['chunks']} chunks)")
     return report

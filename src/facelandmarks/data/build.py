@@ -2,14 +2,14 @@
 
 Steps: materialise each source (DVC-tracked ``data/raw`` or a URL archive), parse every face, open
 every photo once (its size, and whether it can be read at all), validate each face, assign splits
-by photo, and write ``data/interim/annotations.parquet`` plus ``reports/data_validation.json``.
+by source group (photo, ad, video, person; checked that no group straddles two splits), and write
+``data/interim/annotations.parquet`` plus ``reports/data_validation.json``.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,7 @@ from pydantic import Field
 from tqdm import tqdm
 
 from facelandmarks.data.sources import DatasetSource, load_source, materialise
-from facelandmarks.data.splits import assign_splits
+from facelandmarks.data.splits import assign_splits, check_group_splits
 from facelandmarks.data.table import ANNOTATION_COLUMNS, FLAG_COLUMNS, landmarks_bbox
 from facelandmarks.data.validate import Problem, check_landmarks
 from facelandmarks.io.images import ImageReadError, read_image
@@ -29,6 +29,8 @@ __all__ = ["DownloadParams", "SplitParams", "build_annotations"]
 
 
 class SplitParams(StrictModel):
+    """Fractions of split groups (per data set) in ``val`` and ``test``; the rest is ``train``."""
+
     val: float = Field(0.15, ge=0, lt=1)
     test: float = Field(0.15, ge=0, lt=1)
 
@@ -76,10 +78,11 @@ def build_annotations(params: DownloadParams, scheme_name: str, seed: int, progr
     Returns:
         ``(table, report)``: the table has :data:`ANNOTATION_COLUMNS` + flag columns, one row per
         valid face; the report counts faces read / valid / invalid per data set and reason, and lists
-        each invalid face with its file and reason.
+        each invalid face with its file and reason, and the faces and groups of each split.
     Raises:
         FileNotFoundError: a data set's folder is missing and it has no URL (see ``materialise``).
-        ValueError: no valid face at all.
+        ValueError: no valid face at all, or a duplicate ``face_id``.
+        facelandmarks.data.splits.SplitLeakError: a split group straddles two splits.
     """
     t0 = time.perf_counter()
     scheme = get_scheme(scheme_name)
@@ -107,6 +110,7 @@ def build_annotations(params: DownloadParams, scheme_name: str, seed: int, progr
             "dataset": f["dataset"],
             "subset": f["subset"],
             "photo_id": f["photo_id"],
+            "group": f["group"],
             "image_path": f["image_path"],
             "image_width": int(w),
             "image_height": int(h),
@@ -125,6 +129,7 @@ def build_annotations(params: DownloadParams, scheme_name: str, seed: int, progr
         dup = df.loc[df["face_id"].duplicated(), "face_id"].iloc[0]
         raise ValueError(f"download: duplicate face_id {dup!r} (two data sets with the same name?)")
     df["split"] = assign_splits(df, params.splits.val, params.splits.test, seed)
+    check_group_splits(df)
     for flag in FLAG_COLUMNS:
         df[flag] = df[flag].astype("boolean")
     df = df[ANNOTATION_COLUMNS + FLAG_COLUMNS].sort_values("face_id").reset_index(drop=True)
@@ -140,15 +145,17 @@ def _report(df: pd.DataFrame, faces: list[dict], problems: list[Problem], second
         probs = [p for p in problems if p.dataset == name]
         datasets[name] = {
             "faces_read": read.get(name, 0),
-            "faces_valid": int(len(sub)),
+            "faces_valid": len(sub),
             "faces_invalid": sum(1 for p in probs if p.kind not in ("missing_subset",)),
             "photos": int(sub["photo_id"].nunique()),
             "invalid_by_reason": dict(Counter(p.kind for p in probs)),
+            "groups": int(sub["group"].nunique()),
             "splits": {s: int((sub["split"] == s).sum()) for s in ("train", "val", "test")},
+            "groups_per_split": {s: int(sub.loc[sub["split"] == s, "group"].nunique()) for s in ("train", "val", "test")},
             "subsets": {str(k): int(v) for k, v in sub["subset"].value_counts().sort_index().items()},
         }
     return {
-        "faces_valid": int(len(df)),
+        "faces_valid": len(df),
         "faces_invalid": sum(d["faces_invalid"] for d in datasets.values()),
         "seconds": round(seconds, 2),
         "datasets": datasets,

@@ -11,6 +11,15 @@ Formats:
   ``ibug_300W_large_face_landmark_dataset/labels_ibug_300W_train.xml``; the subset is the first
   folder of each image path.
 * ``infanface_csv``: InfAnFace ``root/labels.csv`` with ``root/images/<image-set>/<filename>``.
+* ``youtube_faces68_csv``: ``root/<folder>_frames_keypoints.csv`` + ``root/<folder>/`` for the folders
+  ``training`` and ``test`` (or ``subsets``), 0-based pixels (:mod:`facelandmarks.io.youtube_faces68`).
+* ``caricature_txt``: ``root/<n>.txt`` (68 lines ``x y``, 0-based) + ``root/<n>.jpg``.
+
+Every face also gets a split ``group``: faces of one group always share a split (:mod:`.splits`).
+300-W and dlib XML: the photo (AFW ``<photo>_<k>``, HELEN file); InfAnFace: the ad or video the
+still comes from (:func:`facelandmarks.io.infanface.infanface_groups`); youtube_faces68: the person,
+across both folders; caricature: the file. ``same_group`` in params merges groups the files do not
+reveal (caricature: drawings of one person by different artists, found by eye).
 
 A source with ``url`` (and ``sha256``) is fetched and extracted into ``root`` when ``root`` is absent.
 """
@@ -27,9 +36,11 @@ from pydantic import model_validator
 
 from facelandmarks.data.fetch import fetch_archive
 from facelandmarks.data.validate import Problem
+from facelandmarks.io.caricature import read_caricature_txt
 from facelandmarks.io.dlib_xml import read_dlib_xml
-from facelandmarks.io.infanface import INFANFACE_FLAGS, read_infanface_labels
+from facelandmarks.io.infanface import INFANFACE_FLAGS, infanface_groups, read_infanface_labels
 from facelandmarks.io.pts import AnnotationError, read_pts
+from facelandmarks.io.youtube_faces68 import YOUTUBE_FACES68_FOLDERS, read_youtube_faces68_csv
 from facelandmarks.params import StrictModel
 
 __all__ = ["DatasetSource", "RawFace", "load_source", "materialise"]
@@ -41,7 +52,7 @@ class DatasetSource(StrictModel):
     """One entry of ``download.datasets`` in params.yaml."""
 
     name: str
-    format: Literal["pts", "dlib_xml", "infanface_csv"]
+    format: Literal["pts", "dlib_xml", "infanface_csv", "youtube_faces68_csv", "caricature_txt"]
     root: str
     subsets: list[str] = []
     subset_names: dict[str, str] = {}
@@ -49,6 +60,9 @@ class DatasetSource(StrictModel):
     url: str | None = None
     sha256: str | None = None
     max_photos: int | None = None  # keep only the first N photos (sorted by id): tiny runs and tests
+    # split groups to merge, each a list of group ids without the ``<name>/`` prefix (caricature: file
+    # stems), for sources the files do not reveal (e.g. several drawings of one person)
+    same_group: list[list[str]] = []
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSource":
@@ -59,7 +73,7 @@ class DatasetSource(StrictModel):
         return self
 
 
-RawFace = dict  # keys: dataset, subset, face_id, photo_id, image_path, landmarks, visible, flags...
+RawFace = dict  # keys: dataset, subset, face_id, photo_id, group, image_path, landmarks, visible, flags...
 
 
 def _rel(path: Path) -> str:
@@ -123,6 +137,7 @@ def _load_pts(src: DatasetSource, problems: list[Problem]) -> list[RawFace]:
                     "subset": subset,
                     "face_id": f"{src.name}/{subset}/{pts_path.stem}",
                     "photo_id": f"{src.name}/{subset}/{_photo_id(pts_path.stem)}",
+                    "group": f"{src.name}/{subset}/{_photo_id(pts_path.stem)}",
                     "image_path": _rel(image),
                     "annotation_path": str(pts_path),
                     "landmarks": pts,
@@ -159,6 +174,7 @@ def _load_dlib_xml(src: DatasetSource, problems: list[Problem], num_points: int)
                 "subset": subset,
                 "face_id": f"{src.name}/{stem}#{k}",
                 "photo_id": f"{src.name}/{stem}",
+                "group": f"{src.name}/{stem}",
                 "image_path": _rel(f.image_path),
                 "annotation_path": str(xml),
                 "landmarks": f.landmarks,
@@ -176,13 +192,15 @@ def _load_infanface(src: DatasetSource, problems: list[Problem], num_points: int
         problems.append(Problem(src.name, str(csv), str(e), "parse_error"))
         return []
     faces = []
-    for row in df.itertuples(index=False):
+    groups = infanface_groups(list(df["image_set"]), list(df["filename"]), list(df["image_path"]))
+    for row, group in zip(df.itertuples(index=False), groups):
         stem = f"{row.image_set}/{Path(row.filename).stem}"
         face = {
             "dataset": src.name,
             "subset": row.image_set,
             "face_id": f"{src.name}/{stem}",
             "photo_id": f"{src.name}/{stem}",
+            "group": f"{src.name}/{group}",
             "image_path": _rel(Path(row.image_path)),
             "annotation_path": f"{csv}:{row.image_set}/{row.filename}",
             "landmarks": row.landmarks,
@@ -194,6 +212,92 @@ def _load_infanface(src: DatasetSource, problems: list[Problem], num_points: int
     return faces
 
 
+def _load_youtube_faces68(src: DatasetSource, problems: list[Problem], num_points: int) -> list[RawFace]:
+    root = Path(src.root)
+    faces = []
+    for folder in src.subsets or list(YOUTUBE_FACES68_FOLDERS):
+        csv = root / f"{folder}_frames_keypoints.csv"
+        try:
+            frames, bad = read_youtube_faces68_csv(csv, num_points=num_points)
+        except (AnnotationError, FileNotFoundError) as e:
+            problems.append(Problem(src.name, str(csv), str(e), "parse_error"))
+            continue
+        problems.extend(Problem(src.name, where, why, "parse_error") for where, why in bad)
+        subset = src.subset_names.get(folder, src.name)
+        for row in frames.itertuples(index=False):
+            image = root / folder / row.filename
+            if not image.is_file():
+                problems.append(Problem(src.name, f"{csv}:{row.filename}", f"no photo {image}", "missing_image"))
+                continue
+            stem = Path(row.filename).stem
+            faces.append(
+                {
+                    "dataset": src.name,
+                    "subset": subset,
+                    "face_id": f"{src.name}/{folder}/{stem}",
+                    "photo_id": f"{src.name}/{folder}/{stem}",
+                    "group": f"{src.name}/{row.person}",
+                    "image_path": _rel(image),
+                    "annotation_path": f"{csv}:{row.filename}",
+                    "landmarks": row.landmarks,
+                    "visible": np.ones(num_points, dtype=bool),
+                }
+            )
+    return faces
+
+
+def _load_caricature(src: DatasetSource, problems: list[Problem], num_points: int) -> list[RawFace]:
+    root = Path(src.root)
+    faces = []
+    for txt in sorted(root.glob("*.txt"), key=lambda p: (len(p.stem), p.stem)):
+        image = next((txt.with_suffix(s) for s in IMAGE_SUFFIXES if txt.with_suffix(s).exists()), None)
+        if image is None:
+            problems.append(Problem(src.name, str(txt), "no photo beside the .txt file", "missing_image"))
+            continue
+        try:
+            pts = read_caricature_txt(txt, num_points=num_points)
+        except AnnotationError as e:
+            problems.append(Problem(src.name, str(txt), str(e), "parse_error"))
+            continue
+        faces.append(
+            {
+                "dataset": src.name,
+                "subset": src.name,
+                "face_id": f"{src.name}/{txt.stem}",
+                "photo_id": f"{src.name}/{txt.stem}",
+                "group": f"{src.name}/{txt.stem}",
+                "image_path": _rel(image),
+                "annotation_path": str(txt),
+                "landmarks": pts,
+                "visible": np.ones(num_points, dtype=bool),
+            }
+        )
+    return faces
+
+
+def _merge_groups(src: DatasetSource, faces: list[RawFace]) -> None:
+    """Apply ``src.same_group`` in place: every listed group takes the id of the first one listed.
+
+    Raises:
+        ValueError: a listed id is no group of the data set, or is listed twice.
+    """
+    known = {f["group"] for f in faces}
+    remap: dict[str, str] = {}
+    for members in src.same_group:
+        keys = [f"{src.name}/{m}" for m in members]
+        unknown = [m for m, k in zip(members, keys) if k not in known]
+        if unknown:
+            example = min(known).removeprefix(f"{src.name}/") if known else "none"
+            raise ValueError(f"data set {src.name!r}: same_group names {unknown}, which are not groups of its "
+                             f"faces (ids look like {example!r})")
+        for m, k in zip(members, keys):
+            if k in remap:
+                raise ValueError(f"data set {src.name!r}: same_group lists {m!r} twice")
+            remap[k] = keys[0]
+    for f in faces:
+        f["group"] = remap.get(f["group"], f["group"])
+
+
 def load_source(src: DatasetSource, num_points: int) -> tuple[list[RawFace], list[Problem]]:
     """Read every annotated face of one data set (no image is opened here).
 
@@ -201,15 +305,24 @@ def load_source(src: DatasetSource, num_points: int) -> tuple[list[RawFace], lis
         src: the params entry; ``src.root`` must exist (see :func:`materialise`).
         num_points: K of the scheme.
     Returns:
-        ``(faces, problems)``; faces are limited to the first ``src.max_photos`` photos when set.
+        ``(faces, problems)``; faces are limited to the first ``src.max_photos`` photos when set, and
+        carry their split ``group`` (``src.same_group`` applied).
+    Raises:
+        ValueError: ``src.same_group`` names an unknown group or one twice.
     """
     problems: list[Problem] = []
     if src.format == "pts":
         faces = _load_pts(src, problems)
     elif src.format == "dlib_xml":
         faces = _load_dlib_xml(src, problems, num_points)
+    elif src.format == "youtube_faces68_csv":
+        faces = _load_youtube_faces68(src, problems, num_points)
+    elif src.format == "caricature_txt":
+        faces = _load_caricature(src, problems, num_points)
     else:
         faces = _load_infanface(src, problems, num_points)
+    if src.same_group:
+        _merge_groups(src, faces)
     if src.max_photos is not None:
         keep = set(sorted({f["photo_id"] for f in faces})[: src.max_photos])
         faces = [f for f in faces if f["photo_id"] in keep]

@@ -23,5 +23,5 @@ def main(params_path: str = "params.yaml") -> dict:
     plot_preview(df, cfg.preview.out, cfg.preview.faces_per_dataset, seed=int(params.get("seed", 0)))
     for name, d in report["datasets"].items():
         print(f"{name}: {d['faces_valid']} valid of {d['faces_read']} read, {d['faces_invalid']} invalid "
-              f"{d['invalid_by_reason']}, splits {d['splits']}")
+              f"{d['invalid_by_reason']}, splits {d['splits']} (groups {d['groups_per_split']})")
     return report

@@ -6,10 +6,12 @@ One row per annotated face, stored as parquet:
 column          meaning
 ==============  ==========================================================================
 face_id         unique string id, e.g. ``300w/afw/1051618982_1``
-dataset         data set name from params (``300w``, ``infanface``)
-subset          source subset (``afw``, ``helen``, ``ads``, ``google2``, ``youtube2``)
-split           ``train`` / ``val`` / ``test`` (assigned by photo)
-photo_id        id of the photo; faces of one photo share it and never straddle splits
+dataset         data set name from params (``300w``, ``infanface``, ``youtube_faces68``, ``caricature``)
+subset          source subset (``afw``, ``helen``, ``ads``, ``google2``, ``youtube2``, ...)
+split           ``train`` / ``val`` / ``test`` (assigned by ``group``)
+photo_id        id of the photo; faces of one photo share it
+group           split group: faces that must not be split apart (same photo, ad, video or person;
+                see :mod:`facelandmarks.data.sources`); a group never straddles two splits
 image_path      path of the photo, relative to the project root (or absolute)
 image_width     int, pixels (raw frame, EXIF orientation NOT applied)
 image_height    int, pixels
@@ -53,6 +55,7 @@ ANNOTATION_COLUMNS = [
     "subset",
     "split",
     "photo_id",
+    "group",
     "image_path",
     "image_width",
     "image_height",

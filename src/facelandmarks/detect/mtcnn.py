@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from facelandmarks.device import resolve_device
 from facelandmarks.params import StrictModel
 
-__all__ = ["DetectorConfig", "Detections", "FaceDetector", "resolve_device"]
+__all__ = ["DetectorConfig", "Detections", "FaceDetector"]
 
 
 class DetectorConfig(StrictModel):
@@ -48,15 +49,6 @@ class DetectorConfig(StrictModel):
     pad_multiple: int = Field(0, ge=0)
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     device: str = "auto"
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when torch sees a GPU, else ``cpu``; other values pass through."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,14 @@
 * ``end_to_end`` (the product's own path): :class:`facelandmarks.inference.FaceLandmarker` on the whole
   photo: MTCNN once per photo, the model on every detection. Each annotated face is matched to one
   detection by IoU with its landmark box (greedy, one-to-one, ``match_iou``). A face without a matching
-  detection is MISSED: its NME counts as infinite, i.e. a failure at every threshold and no share of the
-  AUC, and it is left out of the mean NME (which is over detected faces; the detection rate is reported
-  beside it). Detections that match no annotated face (unannotated people, false positives) are not scored.
+  detection is MISSED: it counts as a failure at every threshold and adds nothing to the AUC, and its
+  NME is taken from the model run on the landmark-derived fallback box (as in ``crops``), so that the
+  headline mean NME is over ALL annotated faces (a mean over detected faces only would hide the hardest
+  faces: survivor bias). Detections that match no annotated face (unannotated people, false positives)
+  are not scored.
+
+Every face is read from its own image file (:func:`facelandmarks.io.photos.iter_photo_images`): HELEN
+keeps a different file per face of a photo, AFW byte-identical copies.
 
 Predictions are in photo pixels, so NME is measured in the photo's own frame for both protocols.
 """
@@ -17,7 +22,6 @@ Predictions are in photo pixels, so NME is measured in the photo's own frame for
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,7 +33,7 @@ from facelandmarks.crop.faces import fallback_box
 from facelandmarks.data.table import landmarks_bbox
 from facelandmarks.detect.matching import match_boxes
 from facelandmarks.inference.landmarker import FaceLandmarker
-from facelandmarks.io.images import ImageReadError, read_image
+from facelandmarks.io.photos import iter_photo_images
 
 __all__ = ["ModelRun", "Predictions", "annotated_boxes", "predict_faces"]
 
@@ -56,9 +60,11 @@ class Predictions:
     """Predictions of one model under one protocol.
 
     Attributes:
-        landmarks: face_id -> ``(K, 2) float32`` photo pixels (only faces that were found).
+        landmarks: face_id -> ``(K, 2) float32`` photo pixels, for every predicted face; in end to end, a
+            missed face's entry is the prediction from its landmark-derived fallback box.
         det_iou: face_id -> IoU of the matched detection with the landmark box (end to end only).
-        missed: face_ids without a matching detection (end to end only).
+        missed: face_ids without a matching detection (end to end only); they are failures at every
+            threshold whatever their fallback NME.
     """
 
     landmarks: dict[str, np.ndarray] = field(default_factory=dict)
@@ -79,16 +85,6 @@ def annotated_boxes(landmarks: np.ndarray, landmarker: FaceLandmarker) -> np.nda
     return np.stack([fallback_box(lm, fb) for lm in np.asarray(landmarks)]).astype(np.float32)
 
 
-def _read_photo(paths: Iterable[str]) -> tuple[np.ndarray | None, str | None]:
-    errors = []
-    for p in paths:
-        try:
-            return read_image(p), None
-        except ImageReadError as e:
-            errors.append(str(e))
-    return None, "; ".join(errors)
-
-
 def predict_faces(
     faces: pd.DataFrame,
     runs: list[ModelRun],
@@ -99,8 +95,9 @@ def predict_faces(
 ) -> tuple[dict[tuple[str, str], Predictions], list[dict]]:
     """Predict every annotated face with every model under every protocol.
 
-    Each photo is read once and, for ``end_to_end``, detected once (the detector of the first model is
-    used for all, so models are compared on the same detections).
+    Each distinct image is read once and, for ``end_to_end``, detected once (the detector of the first
+    model is used for all, so models are compared on the same detections). Each face is predicted on the
+    image file it was annotated on.
 
     Args:
         faces: annotation rows (``face_id``, ``photo_id``, ``image_path``, ``landmarks``).
@@ -110,8 +107,9 @@ def predict_faces(
         batch_photos: photos per MTCNN pass.
         progress: show a tqdm bar.
     Returns:
-        ``({(model, protocol): Predictions}, problems)``; problems list unreadable photos
-        (``{"photo_id", "faces", "reason", "detail"}``), whose faces are left out of every result.
+        ``({(model, protocol): Predictions}, problems)``; problems list unreadable image files
+        (``{"photo_id", "faces", "reason", "detail"}``), whose faces are left out of every result and
+        counted in ``faces_skipped``.
     Raises:
         ValueError: an unknown protocol.
     """
@@ -122,22 +120,24 @@ def predict_faces(
     problems: list[dict] = []
     wanted = set().union(*(r.face_ids for r in runs)) if runs else set()
     faces = faces[faces["face_id"].isin(wanted)]
-    photos = [g for _, g in faces.groupby("photo_id", sort=True)]
     detector = runs[0].landmarker.detector if runs else None
     bar = tqdm(total=len(faces), desc="evaluate", unit="face", disable=not progress)
-    for start in range(0, len(photos), batch_photos):
-        chunk = photos[start : start + batch_photos]
+    photos = iter_photo_images(faces.sort_values("photo_id", kind="stable"), workers=1, prefetch=batch_photos)
+    while True:
         loaded = []
-        for g in chunk:
-            img, err = _read_photo(dict.fromkeys(g["image_path"]))
-            if img is None:
-                log.warning("evaluate: skipping photo %s (%d faces): %s", g["photo_id"].iloc[0], len(g), err)
-                problems.append({"photo_id": g["photo_id"].iloc[0], "faces": len(g), "reason": "unreadable", "detail": err})
-            else:
-                loaded.append((g, img))
-            bar.update(len(g))
+        for photo in photos:
+            if photo.image is None:
+                log.warning("evaluate: skipping %s (%d faces): %s", photo.paths[0], len(photo.faces), photo.error)
+                problems.append({"photo_id": photo.photo_id, "faces": len(photo.faces), "reason": "unreadable",
+                                 "detail": photo.error})
+                bar.update(len(photo.faces))
+                continue
+            loaded.append((photo.faces, photo.image))
+            if len(loaded) >= batch_photos:
+                break
         if not loaded:
-            continue
+            break
+        bar.update(sum(len(g) for g, _ in loaded))
         dets = detector.detect([img for _, img in loaded]) if "end_to_end" in protocols else None
         for run in runs:
             idx = [i for i, (g, _) in enumerate(loaded) if g["face_id"].isin(run.face_ids).any()]
@@ -155,7 +155,7 @@ def predict_faces(
                 res = out[(run.name, "end_to_end")]
                 found = run.landmarker.faces_from_detections([loaded[i][1] for i in idx], [dets[i] for i in idx])
                 for i, found_faces in zip(idx, found):
-                    g = loaded[i][0]
+                    g, img = loaded[i]
                     g = g[g["face_id"].isin(run.face_ids)]
                     gt = np.stack(g["landmarks"].to_numpy())
                     boxes = np.stack([f.box for f in found_faces]) if found_faces else np.zeros((0, 4), np.float32)
@@ -166,5 +166,9 @@ def predict_faces(
                             res.det_iou[face_id] = float(iou)
                         else:
                             res.missed.add(face_id)
+                    miss = np.flatnonzero(np.asarray(match) < 0)
+                    if len(miss):
+                        pred = run.landmarker.landmarks_in_boxes(img, annotated_boxes(gt[miss], run.landmarker))
+                        res.landmarks.update(zip(g["face_id"].iloc[miss], pred))
     bar.close()
     return out, problems

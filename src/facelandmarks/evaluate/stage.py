@@ -32,13 +32,13 @@ from facelandmarks.evaluate.demo import make_demo_figures
 from facelandmarks.evaluate.figures import plot_ced
 from facelandmarks.evaluate.table import metrics_markdown
 from facelandmarks.evaluate.protocols import ModelRun, predict_faces
-from facelandmarks.evaluate.summary import ced_tables, face_errors, metrics_tree
+from facelandmarks.evaluate.summary import ced_tables, face_errors, headline_metrics, metrics_tree
 from facelandmarks.fsutil import atomic_dir, atomic_path, write_json
 from facelandmarks.metrics.ced import threshold_key
 from facelandmarks.params import load_params, section
 from facelandmarks.schemes import get_scheme
 
-__all__ = ["select_faces", "load_runs", "evaluate", "flatten_metrics", "main"]
+__all__ = ["select_faces", "load_runs", "evaluate", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +98,6 @@ def evaluate(params: EvaluateParams, faces: pd.DataFrame, runs: list[ModelRun], 
             "seconds": time.perf_counter() - t0}
 
 
-def flatten_metrics(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}`` (numbers only; None left out), for MLflow."""
-    out: dict[str, float] = {}
-    for k, v in tree.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_metrics(v, key + "/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
-            out[key] = float(v)
-    return out
-
-
 def write_outputs(params: EvaluateParams, result: dict[str, Any]) -> None:
     """Write metrics, CED CSVs, the per-face table and the figure (each atomically)."""
     write_json(params.metrics, {**result["metrics"], "faces_skipped": int(sum(p["faces"] for p in result["problems"]))})
@@ -140,7 +128,7 @@ def _print_summary(tree: dict[str, Any], key: str = "nme_inter_ocular") -> None:
 
 def main(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the ``evaluate`` stage (cwd = project root). Returns the metrics tree."""
-    from facelandmarks.mlflow_runs import stage_run
+    from facelandmarks.mlflow_runs import flatten_metrics, key_params, log_to_parent, stage_run
     from facelandmarks.train.runner import set_threads
 
     all_params = load_params(params_path)
@@ -161,6 +149,7 @@ def main(params_path: str = "params.yaml") -> dict[str, Any]:
                 if path:
                     mlflow.log_artifact(path, "figures")
         mlflow.log_metrics(flatten_metrics(result["metrics"]))
+        log_to_parent(headline_metrics(result["metrics"]), key_params(all_params))
         mlflow.log_metric("evaluate_seconds", result["seconds"])
         mlflow.log_metrics({f"demo/{k}": v for k, v in demo.items()})
         mlflow.log_artifact(params.metrics)

@@ -18,7 +18,7 @@ from facelandmarks.metrics.ced import ced_curve, summarize
 from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.schemes import LandmarkScheme
 
-__all__ = ["face_errors", "group_masks", "group_metrics", "metrics_tree", "ced_tables"]
+__all__ = ["face_errors", "group_masks", "group_metrics", "metrics_tree", "ced_tables", "headline_metrics"]
 
 
 def face_errors(
@@ -38,8 +38,10 @@ def face_errors(
         normalisers: e.g. ``["inter_ocular", "inter_pupil", "box"]``.
         face_ids: the faces this model was evaluated on.
     Returns:
-        one row per face with ``found`` (bool) and ``nme_<normaliser>`` (fraction; ``inf`` when the face was
-        missed by the detector). Faces whose normalising distance is zero are dropped.
+        one row per face with ``found`` (bool: the detector found it; always True in the crops protocol),
+        ``det_iou`` and ``nme_<normaliser>`` (fraction of the normalising distance; a missed face's NME is
+        that of its fallback-box prediction, ``inf`` when it has none). Faces whose normalising distance is
+        zero are dropped. Formula: :func:`facelandmarks.metrics.nme.nme`.
     """
     rows = faces[faces["face_id"].isin(face_ids) & (faces["face_id"].isin(preds.landmarks.keys()) | faces["face_id"].isin(preds.missed))]
     rows = rows.reset_index(drop=True)
@@ -49,10 +51,11 @@ def face_errors(
         return out.assign(found=pd.Series(dtype=bool), **{f"nme_{k}": pd.Series(dtype=float) for k in normalisers})
     gt = np.stack(rows["landmarks"].to_numpy()).astype(np.float64)
     vis = np.stack(rows["visible"].to_numpy()).astype(bool)
-    found = rows["face_id"].isin(preds.landmarks.keys()).to_numpy()
+    has_pred = rows["face_id"].isin(preds.landmarks.keys()).to_numpy()
+    found = has_pred & ~rows["face_id"].isin(preds.missed).to_numpy()
     pred = np.full_like(gt, np.nan)
     for i, fid in enumerate(rows["face_id"]):
-        if found[i]:
+        if has_pred[i]:
             pred[i] = preds.landmarks[fid]
     out["found"] = found
     out["det_iou"] = [preds.det_iou.get(f, math.nan) for f in rows["face_id"]]
@@ -61,7 +64,7 @@ def face_errors(
         d = normaliser(gt, scheme, kind)
         keep &= d > 0
         e = np.full(n, np.inf)
-        ok = found & (d > 0)
+        ok = has_pred & (d > 0)
         if ok.any():
             e[ok] = nme(pred[ok], gt[ok], d[ok], vis[ok])
         out[f"nme_{kind}"] = e
@@ -86,18 +89,26 @@ def group_metrics(errors: pd.DataFrame, normalisers: list[str], curve_normaliser
     """Numbers of one group of faces.
 
     Returns:
-        ``{"faces", ["detected",] "nme_<normaliser>"..., "failure_rate_08", "auc_08", ...}``: mean NME over
-        found faces per normaliser; failure rate and AUC over ALL faces (missed = failure) of
-        ``nme_<curve_normaliser>``; ``detected`` is the fraction of faces found (end to end only).
+        ``{"faces", "nme_<normaliser>"..., "failure_rate_08", "auc_08", ...}`` and, end to end,
+        ``"detected"`` (fraction of faces the detector found), ``"faces_detected"`` and
+        ``"nme_<normaliser>_detected"``. ``nme_<normaliser>`` is the mean over ALL faces of the group (end to
+        end: a missed face contributes its fallback-box NME); ``..._detected`` is the mean over detected
+        faces only, reported beside it and labelled as such. Failure rate and AUC are over all faces of
+        ``nme_<curve_normaliser>``, a missed face counting as ``inf`` (a failure at every threshold).
     """
     out: dict[str, Any] = {"faces": int(len(errors))}
     found = errors["found"].to_numpy(bool)
     if end_to_end:
         out["detected"] = round(float(found.mean()), decimals) if len(errors) else None
+        out["faces_detected"] = int(found.sum())
     for k in normalisers:
-        e = errors.loc[found, f"nme_{k}"].to_numpy(float)
+        e = errors[f"nme_{k}"].to_numpy(float)
+        e = e[np.isfinite(e)]
         out[f"nme_{k}"] = round(float(e.mean()), decimals) if len(e) else None
-    curve = errors[f"nme_{curve_normaliser}"].to_numpy(float)
+        if end_to_end:
+            d = errors.loc[found, f"nme_{k}"].to_numpy(float)
+            out[f"nme_{k}_detected"] = round(float(d.mean()), decimals) if len(d) else None
+    curve = np.where(found, errors[f"nme_{curve_normaliser}"].to_numpy(float), np.inf)
     for key, v in summarize(curve, tuple(thresholds)).items():
         out[key] = round(v, decimals)
     return out
@@ -120,7 +131,8 @@ def metrics_tree(errors: dict[tuple[str, str], pd.DataFrame], normalisers: list[
 
 def ced_tables(errors: dict[tuple[str, str], pd.DataFrame], curve_normaliser: str, max_error: float,
                step: float) -> dict[tuple[str, str, str, str], pd.DataFrame]:
-    """CED curves of every model, protocol, data set and split (all faces of the group).
+    """CED curves of every model, protocol, data set and split (all faces of the group; a face the
+    detector missed counts as ``inf``, never within any error).
 
     Returns:
         ``{(model, protocol, dataset, split): DataFrame(nme, fraction)}``.
@@ -128,6 +140,31 @@ def ced_tables(errors: dict[tuple[str, str], pd.DataFrame], curve_normaliser: st
     out = {}
     for (model, protocol), df in errors.items():
         for (dataset, split), g in df.groupby(["dataset", "split"], sort=True):
-            x, f = ced_curve(g[f"nme_{curve_normaliser}"].to_numpy(float), max_error, step)
+            e = np.where(g["found"].to_numpy(bool), g[f"nme_{curve_normaliser}"].to_numpy(float), np.inf)
+            x, f = ced_curve(e, max_error, step)
             out[(model, protocol, str(dataset), str(split))] = pd.DataFrame({"nme": x.round(6), "fraction": f.round(6)})
+    return out
+
+
+def headline_metrics(tree: dict[str, Any], key: str = "nme_inter_ocular") -> dict[str, float]:
+    """The numbers a pipeline is compared by, from a :func:`metrics_tree`: per model, data set, split and
+    protocol, the mean NME over ALL faces of the data set (``all`` group) and, end to end, the detection rate.
+
+    Returns:
+        ``{"<model>.<dataset>.<split>.<crops|e2e>.nme_io": fraction, "<...>.e2e.detected": fraction, ...}``.
+    """
+    out: dict[str, float] = {}
+    short = {"crops": "crops", "end_to_end": "e2e"}
+    for model, protocols in tree.items():
+        if not isinstance(protocols, dict):
+            continue
+        for protocol, datasets in protocols.items():
+            for dataset, splits in datasets.items():
+                for split, groups in splits.items():
+                    a = groups.get("all") or {}
+                    name = f"{model}.{dataset}.{split}.{short.get(protocol, protocol)}"
+                    if a.get(key) is not None:
+                        out[f"{name}.nme_io"] = float(a[key])
+                    if a.get("detected") is not None:
+                        out[f"{name}.detected"] = float(a["detected"])
     return out

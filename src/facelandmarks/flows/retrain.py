@@ -1,41 +1,99 @@
-"""The retraining flow (Prefect 3): pull the data, reproduce the pipeline, decide, ship.
+"""The retraining flow (Prefect) and its params: the `retrain` section of params.yaml.
 
-Steps of one flow run, in the project folder ``project_dir``:
-
-1. ``dvc pull`` of the data pins (params ``retrain.pull_targets``), retried on failure;
-2. the flow's params ``overrides`` (``key=value``, as ``dvc exp run -S``) written into params.yaml;
-3. ``dvc repro [targets]`` inside ONE MLflow parent run (``FACELANDMARKS_PARENT_RUN_ID``), so every
-   stage's child run nests under it; the flow run gets a link artifact to that parent run, and the
-   parent run the tags ``prefect.flow_run_id`` / ``prefect.flow_run_url``. A failed stage raises
-   :class:`~facelandmarks.flows.dvc_steps.StageFailed`: the flow run is Failed, the parent run
-   FAILED, and DVC never reaches ``register``, so no model is promoted;
-4. the new metrics and the ``register`` stage's decision are read from their reports; whether the
-   alias ``champion`` moved is read from the MLflow model registry itself (before vs after);
-5. when the champion changed (or the champion has no Bento yet), ``bentoml build`` makes a new Bento,
-   labelled with the champion's version.
-
-The flow returns a JSON-able dict (see :func:`retrain`) and leaves a markdown summary artifact.
+No DVC stage depends on the `retrain` section, so changing it never invalidates a stage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from pydantic import Field, field_validator
 
-from facelandmarks.flows.bento import bentos_with_labels, build_bento
-from facelandmarks.flows.champion import champion_version, outcome_settings
-from facelandmarks.flows.config import load_retrain_params
-from facelandmarks.flows.dvc_steps import dvc_pull, dvc_repro, set_params
-from facelandmarks.flows.mlflow_links import child_runs, mlflow_ui_base, run_url, tag_parent_run
-from facelandmarks.flows.outcome import read_json, snapshot, updated
-from facelandmarks.flows.summary import summary_markdown
-from facelandmarks.params import load_params
+from facelandmarks.flows.outcome import (
+    champion_version,
+    outcome_settings,
+    read_json,
+    snapshot,
+    summary_markdown,
+    updated,
+)
+from facelandmarks.flows.steps import (
+    bentos_with_labels,
+    build_bento,
+    dvc_pull,
+    dvc_repro,
+    set_params,
+)
+from facelandmarks.mlflow_runs import (
+    child_runs,
+    mlflow_ui_base,
+    run_url,
+    tag_parent_run,
+)
+from facelandmarks.params import StrictModel, load_params, section
 
-__all__ = ["retrain"]
+__all__ = ["RetrainParams", "load_retrain_params", "retrain"]
+
+
+class RetrainParams(StrictModel):
+    """params.yaml ``retrain``: schedule defaults, retries, links and the Bento build.
+
+    Attributes:
+        deployment: name of the Prefect deployment that ``facelandmarks schedule`` serves.
+        cron: default schedule (cron syntax, 5 fields); ``"0 3 * * 0"`` = Sundays 03:00.
+        timezone: IANA time zone of ``cron`` (e.g. ``Europe/Berlin``); UTC by default.
+        pull_targets: what ``dvc pull`` brings up to date before each run: the ``.dvc`` files that pin
+            the raw data. Empty = every DVC-tracked file, stage outputs included (then every output
+            in dvc.lock must be in the remote, or the pull fails).
+        pull_retries: extra attempts of a failed ``dvc pull`` (network and remote hiccups).
+        pull_timeout_s: a pull that takes longer is killed and counts as a failed attempt.
+        retry_delay_seconds: wait before each retry (seconds).
+        repro_retries: extra attempts of a failed ``dvc repro``. 0 by default: a failed stage fails the
+            run at once (DVC keeps the stages that finished, so a manual rerun resumes there).
+        build_bento: build a new Bento (``bentoml build``) when the champion changed.
+        bento_retries: extra attempts of a failed ``bentoml build``.
+        bentofile: the bentofile, relative to the project root.
+        mlflow_ui: base URL of the MLflow UI that run links point to (``mlflow ui`` serves
+            http://127.0.0.1:5000 by default); when the tracking URI is an http(s) server, that wins.
+    """
+
+    deployment: str = "retrain"
+    cron: str = "0 3 * * 0"
+    timezone: str | None = None
+    pull_targets: list[str] = ["data.dvc"]
+    pull_retries: int = Field(3, ge=0)
+    pull_timeout_s: float = Field(3600, gt=0)
+    retry_delay_seconds: float = Field(30, ge=0)
+    repro_retries: int = Field(0, ge=0)
+    build_bento: bool = True
+    bento_retries: int = Field(1, ge=0)
+    bentofile: str = "bentofile.yaml"
+    mlflow_ui: str = "http://127.0.0.1:5000"
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from prefect.schedules import validate_cron_string
+
+        return validate_cron_string(v)
+
+
+def load_retrain_params(params_path: str | os.PathLike = "params.yaml") -> RetrainParams:
+    """The validated ``retrain`` section of ``params_path``; defaults when the section is absent.
+
+    Raises:
+        FileNotFoundError: no params file.
+        ValueError: the section is invalid (the message names the file and the key).
+    """
+    params = load_params(params_path)
+    if "retrain" not in params:
+        return RetrainParams()
+    return section(params, "retrain", RetrainParams, str(Path(params_path)))
 
 
 def _flow_run_identity() -> tuple[str | None, str | None]:
@@ -71,7 +129,7 @@ def retrain(
         ``changed``; ``bento`` (the new Bento's tag, or None).
     Raises:
         StageFailed: a stage failed (nothing after it ran; no model promoted, no Bento built).
-        facelandmarks.flows.shell.CommandFailed: ``dvc pull`` still failed after its retries, or the
+        facelandmarks.flows.steps.CommandFailed: ``dvc pull`` still failed after its retries, or the
             Bento build failed.
         KeyError, ValueError: a bad override or an invalid params section.
     """

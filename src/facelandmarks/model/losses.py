@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["LossName", "l1", "l2", "wing", "adaptive_wing", "masked_mean", "landmark_loss"]
+__all__ = ["LossName", "l1", "l2", "wing", "adaptive_wing", "LOSSES", "masked_mean", "landmark_loss"]
 
 LossName = Literal["l1", "l2", "wing", "awing"]
 
@@ -73,6 +73,15 @@ def adaptive_wing(
     return torch.where(d < theta, small, a * d - c)
 
 
+LOSSES = {
+    "l1": l1,
+    "l2": l2,
+    "wing": wing,
+    "awing": lambda d: adaptive_wing(d, torch.zeros_like(d)),
+}
+"""``train.loss`` name -> elementwise loss of a coordinate error ``d`` (timm-style registry)."""
+
+
 def masked_mean(per_point: torch.Tensor, visible: torch.Tensor | None) -> torch.Tensor:
     """Mean of ``(B, K)`` per-point values over visible points (0 when none is visible)."""
     if visible is None:
@@ -98,15 +107,7 @@ def landmark_loss(
     """
     if pred.shape != target.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ in shape")
-    d = pred.float() - target.float()
-    if kind == "l1":
-        e = l1(d)
-    elif kind == "l2":
-        e = l2(d)
-    elif kind == "wing":
-        e = wing(d)
-    elif kind == "awing":
-        e = adaptive_wing(d, torch.zeros_like(d))
-    else:
-        raise ValueError(f"unknown loss {kind!r}; use one of l1, l2, wing, awing")
+    if kind not in LOSSES:
+        raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+    e = LOSSES[kind](pred.float() - target.float())
     return masked_mean(e.sum(dim=-1), visible)

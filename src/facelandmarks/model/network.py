@@ -8,6 +8,14 @@ from torch import nn
 
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.heads import HeatmapHead, RegressionHead
+from facelandmarks.model.preprocess import renormalisation
+from facelandmarks.model.pretrained import (
+    PretrainedError,
+    imagenet_source,
+    input_normalisation,
+    load_by_position,
+    offline_file,
+)
 from facelandmarks.schemes import get_scheme
 
 __all__ = ["LandmarkModel", "build_model", "count_parameters"]
@@ -22,14 +30,27 @@ class LandmarkModel(nn.Module):
     :meth:`forward_train` returns the head's full output for ``x`` alone (``coords`` and, for the heatmap head,
     ``heatmaps``); training uses it.
 
+    Backbone initialisation (``config.pretrained``): ``imagenet`` loads the pinned offline file of
+    :mod:`facelandmarks.model.pretrained` when there is one (else timm's hub), ``true`` timm's hub, ``false``
+    random; ``config.pretrained_source``, ``input_mean`` and ``input_std`` are then set to match the weights.
+
     Attributes:
-        config: the :class:`ModelConfig` it was built from.
+        config: the :class:`ModelConfig` it was built from (with the source and normalisation filled in).
         backbone: timm feature extractor.
         head: :class:`RegressionHead` or :class:`HeatmapHead`.
     """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
+        offline = None
+        if config.pretrained:
+            if config.pretrained == "imagenet":
+                offline, source = imagenet_source(config.backbone)
+            else:
+                source = f"imagenet: timm hub {config.backbone}"
+            mean, std = input_normalisation(config.backbone, config.pretrained)
+            config = config.model_copy(update={"pretrained_source": source, "input_mean": tuple(mean),
+                                               "input_std": tuple(std)})
         self.config = config
         probe = timm.create_model(config.backbone, pretrained=False, features_only=True)
         reductions = probe.feature_info.reduction()
@@ -41,8 +62,16 @@ class LandmarkModel(nn.Module):
         else:
             out_indices = (len(reductions) - 1,)
         self.backbone = timm.create_model(
-            config.backbone, pretrained=config.pretrained, features_only=True, out_indices=out_indices
+            config.backbone, pretrained=bool(config.pretrained) and offline is None, features_only=True,
+            out_indices=out_indices,
         )
+        if offline is not None:
+            full = timm.create_model(config.backbone, pretrained=False)
+            load_by_position(full, offline_file(offline), offline.sha256)
+            missing, _ = self.backbone.load_state_dict(full.state_dict(), strict=False)
+            if missing:
+                raise PretrainedError(f"{offline.describe()}: backbone tensors not in the file: {missing[:5]}")
+            del full
         channels = self.backbone.feature_info.channels()
         if config.head == "heatmap":
             self.head = HeatmapHead(channels, self.backbone.feature_info.reduction(), config.num_points,
@@ -54,9 +83,16 @@ class LandmarkModel(nn.Module):
         if len(flip_index) != config.num_points:
             raise ValueError(f"scheme {config.scheme!r} has {len(flip_index)} points, config says {config.num_points}")
         self.register_buffer("flip_index", torch.as_tensor(flip_index, dtype=torch.long), persistent=False)
+        renorm = renormalisation(config.input_mean, config.input_std)
+        self.renormalise = renorm is not None
+        if renorm is not None:  # derived from the config, so not stored in the state dict
+            self.register_buffer("input_scale", renorm[0], persistent=False)
+            self.register_buffer("input_shift", renorm[1], persistent=False)
 
     def forward_train(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """``x`` ``(B, 3, S, S)`` -> head outputs (``coords`` ``(B, K, 2)`` float32 crop pixels, ...)."""
+        if self.renormalise:
+            x = x * self.input_scale + self.input_shift
         return self.head(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -73,11 +109,15 @@ def build_model(config: ModelConfig) -> LandmarkModel:
     """Build a fresh network from its config.
 
     Raises:
+        PretrainedError: an offline ImageNet file fails its sha256 check or does not fit, or ``imagenet`` was
+            asked with no offline file while ``HF_HUB_OFFLINE`` is set.
         RuntimeError: ``pretrained`` is true and the weights cannot be downloaded (the message says so).
         ValueError: the backbone lacks a feature map at the heatmap stride.
     """
     try:
         return LandmarkModel(config)
+    except PretrainedError:
+        raise
     except (OSError, RuntimeError) as e:
         if config.pretrained:
             raise RuntimeError(

@@ -1,7 +1,11 @@
 """Model input: ``uint8`` RGB crops -> float tensors normalised with the ImageNet mean and std.
 
-The same function serves training, evaluation and serving, so their inputs never differ. The ImageNet
-statistics are those timm backbones expect (``timm.data.IMAGENET_DEFAULT_MEAN`` / ``_STD``).
+The same function serves training, evaluation and serving, so their inputs never differ. Its output is always
+normalised with the ImageNet statistics (``timm.data.IMAGENET_DEFAULT_MEAN`` / ``_STD``): that is the fixed
+input contract of every :class:`~facelandmarks.model.network.LandmarkModel`. Backbones whose weights expect
+another normalisation (EfficientNet-Lite0: mean = std = 0.5) convert inside the network
+(:func:`renormalisation`, from ``ModelConfig.input_mean`` / ``input_std``), so a checkpoint carries its own
+normalisation and no caller can feed it the wrong one.
 """
 
 from __future__ import annotations
@@ -9,10 +13,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["MEAN", "STD", "to_tensor", "normalize"]
+__all__ = ["MEAN", "STD", "to_tensor", "normalize", "renormalisation"]
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
+
+
+def renormalisation(mean: tuple[float, ...], std: tuple[float, ...]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-channel ``(scale, shift)`` ``(1, 3, 1, 1)`` float32 mapping ImageNet-normalised input to ``mean``/``std``.
+
+    ``x_raw = x * STD + MEAN`` and ``x' = (x_raw - mean) / std``, so ``x' = x * STD/std + (MEAN - mean)/std``.
+    Returns None when ``mean``/``std`` are the ImageNet statistics (nothing to do).
+    """
+    if tuple(mean) == MEAN and tuple(std) == STD:
+        return None
+    m, s = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
+    scale = torch.tensor(STD, dtype=torch.float32) / s
+    shift = (torch.tensor(MEAN, dtype=torch.float32) - m) / s
+    return scale.view(1, 3, 1, 1), shift.view(1, 3, 1, 1)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -1,12 +1,15 @@
 """MLflow ``python_function`` loader of a registered facelandmarks model.
 
 A registered version holds the checkpoint file as its pyfunc ``data``
-(:func:`facelandmarks.registry.log_model.log_landmark_model`), so both of these work:
+(:func:`facelandmarks.registry.models.log_landmark_model`), so both of these work:
 
     >>> FaceLandmarker.load("models:/facelandmarks@champion")            # the product's API
     >>> mlflow.pyfunc.load_model("models:/facelandmarks@champion").predict(image)   # MLflow's generic one
 
 MLflow calls :func:`_load_pyfunc` (the ``loader_module`` protocol) with the checkpoint's local path.
+Nothing is unpickled from the registry but the checkpoint itself, and that with
+``torch.load(..., weights_only=True)`` (:func:`facelandmarks.model.checkpoint.read_checkpoint`): loading a
+registered model never executes code from its files; a tampered one raises ``CheckpointError``.
 """
 
 from __future__ import annotations

@@ -4,13 +4,16 @@ Steps (params.yaml ``register``):
 
 1. hash the checkpoint; if a version of ``model_name`` already holds these exact weights (tag
    ``checkpoint_sha256``), reuse it: a repeated run registers nothing new;
-2. measure the challenger (this checkpoint) and the current ``@champion`` on the same faces
-   (``register.compare``: InfAnFace test split, crops protocol, inter-ocular NME by default);
+2. measure the challenger (this checkpoint) and the current ``@champion`` NOW, on the same VALIDATION
+   faces (``register.compare``: crops protocol, inter-ocular NME by default): the target (InfAnFace val)
+   and the guard (300-W val); the test splits are measured beside them for the report only;
 3. otherwise log the checkpoint as a new registered version (:func:`log_landmark_model`), tagged with
-   its hash and its number;
-4. move the alias only when the challenger wins (:func:`facelandmarks.registry.decision.decide`);
-5. log both numbers and the decision to MLflow (a child run of the pipeline) and to
-   ``reports/register.json``.
+   its hash and its validation numbers;
+4. move the alias only when the challenger beats the champion on the target by
+   ``compare.target.min_improvement`` AND loses no more than ``compare.guard.max_regression`` on the
+   guard (:func:`facelandmarks.registry.decision.decide`); a first model (no champion) is promoted;
+5. log both comparisons (both models' numbers, faces counted), the margins and the decision to MLflow
+   (a child run of the pipeline) and to ``reports/register.json``.
 
 A champion that can no longer be loaded (deleted artifacts, an incompatible checkpoint) is reported and
 replaced: serving must always find a working ``@champion``.
@@ -19,7 +22,7 @@ replaced: serving must always find a working ``@champion``.
 from __future__ import annotations
 
 import logging
-import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,10 @@ from pydantic import Field
 from facelandmarks.data.table import read_table
 from facelandmarks.fsutil import write_json
 from facelandmarks.params import StrictModel, load_params, section
-from facelandmarks.registry.decision import CompareParams, decide, measure
+from facelandmarks.registry.decision import CompareParams, compare, decide, higher_is_better, measure
 from facelandmarks.registry.models import SHA_TAG, current_champion, find_version, log_landmark_model, sha256_file
 
-__all__ = ["RegisterParams", "register", "main"]
+__all__ = ["RegisterParams", "register", "report_metrics", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +72,15 @@ def _num(v: float | None) -> float | None:
 def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str | None = None) -> dict[str, Any]:
     """Register the checkpoint and decide on the alias (in the active MLflow run, if any).
 
+    Both models are loaded without executing code from the files (``torch.load(weights_only=True)`` in
+    :func:`facelandmarks.model.checkpoint.read_checkpoint`) and measured now on the same faces.
+
     Returns:
-        the report: ``model_name``, ``alias``, ``metric``, ``compared_on``, ``challenger`` (version, sha256,
-        value), ``champion_before`` (version, value) or None, ``registered_new_version``, ``promoted``,
+        the report: ``model_name``, ``alias``, ``metric``, ``lower_is_better``, ``protocol``,
+        ``selection_split``, ``challenger`` (version, sha256), ``champion_before`` (version, sha256, error)
+        or None, ``comparisons`` (``target`` and ``guard``: dataset, split, faces, both values, gain, its
+        standard error, the margin, passed), ``reported_only`` (``<dataset>/<split>`` of the report splits:
+        faces and both values; never used to choose), ``registered_new_version``, ``promoted``,
         ``champion_after``, ``reason``.
     Raises:
         FileNotFoundError: no checkpoint or annotation table.
@@ -80,7 +89,6 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
 
     from facelandmarks.inference import FaceLandmarker
 
-    t0 = time.perf_counter()
     ckpt = Path(params.checkpoint)
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: checkpoint not found (run the finetune stage)")
@@ -103,34 +111,38 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
         except Exception as e:  # a champion that no longer loads must not block a working challenger
             champion_error = f"{type(e).__name__}: {e}"
             log.warning("register: the current champion %s cannot be loaded (%s); it will be replaced", uri, champion_error)
-    compared_on = {"dataset": cmp.dataset, "split": cmp.split, "protocol": cmp.protocol,
-                   "faces": int(((faces["dataset"] == cmp.dataset) & (faces["split"] == cmp.split)).sum())}
-    if compared_on["faces"]:
-        values = measure(models, faces, cmp, scheme, params.match_iou)
-    else:  # nothing to measure on (e.g. a tiny data set): only a first model is promoted
-        log.warning("register: no face of %s/%s to compare on", cmp.dataset, cmp.split)
-        values = {"challenger": float("nan")}
-    value = values["challenger"]
-    champion_value = values.get("champion", value if same else None)
+
+    datasets = [cmp.target.dataset] + ([cmp.guard.dataset] if cmp.guard is not None else [])
+    groups = list(dict.fromkeys([(d, cmp.split) for d in datasets]
+                                + [(d, s) for s in cmp.report_splits for d in datasets]))
+    measured = measure(models, faces, groups, cmp.protocol, cmp.metric, scheme, params.match_iou)
+    if same:  # the champion is this very checkpoint: its numbers are the challenger's
+        measured = {k: replace(m, values={**m.values, "champion": m.values["challenger"]},
+                               per_face={**m.per_face, **({"champion": m.per_face["challenger"]}
+                                                          if "challenger" in m.per_face else {})})
+                    for k, m in measured.items()}
+    target = compare(measured[(cmp.target.dataset, cmp.split)], "target", cmp.target.min_improvement, cmp.metric)
+    guard = (None if cmp.guard is None else
+             compare(measured[(cmp.guard.dataset, cmp.split)], "guard", cmp.guard.max_regression, cmp.metric))
 
     if same:
         promote, reason = False, f"this checkpoint is already the champion (version {champion.version}); nothing to do"
     elif champion is not None and champion_error is not None:
         promote, reason = True, f"the current champion (version {champion.version}) cannot be loaded ({champion_error})"
-    elif not compared_on["faces"]:
-        promote = champion is None
-        reason = (f"no face of {cmp.dataset}/{cmp.split} to compare on: "
-                  + ("no champion yet, the challenger becomes champion" if promote else "the champion is kept"))
     else:
-        d = decide(value, champion_value, cmp.metric, cmp.min_improvement)
+        d = decide(target, guard, cmp.metric, has_champion=champion is not None)
         promote, reason = d.promote, d.reason
 
     if existing is not None:
         version = existing.version
         registered_new = False
     else:
-        tags = {SHA_TAG: sha, "compare.metric": cmp.metric, "compare.value": f"{value:.6f}",
-                "compare.split": f"{cmp.dataset}/{cmp.split}/{cmp.protocol}", "compare.faces": str(compared_on["faces"])}
+        tags = {SHA_TAG: sha, "compare.metric": cmp.metric, "compare.protocol": cmp.protocol,
+                "compare.target": f"{cmp.target.dataset}/{cmp.split}",
+                "compare.target.value": f"{_num(target.challenger)}", "compare.target.faces": str(target.faces)}
+        if guard is not None:
+            tags.update({"compare.guard": f"{cmp.guard.dataset}/{cmp.split}",
+                         "compare.guard.value": f"{_num(guard.challenger)}", "compare.guard.faces": str(guard.faces)})
         info = log_landmark_model(ckpt, registered_model_name=params.model_name, tags=tags)
         version = str(info.registered_model_version)
         for k, v in tags.items():
@@ -139,24 +151,58 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
     if promote:
         client.set_registered_model_alias(params.model_name, params.alias, version)
     after = current_champion(client, params.model_name, params.alias)
-    report = {
+    reported = {}
+    for dataset, split in groups:
+        if split == cmp.split:
+            continue
+        m = measured[(dataset, split)]
+        reported[f"{dataset}/{split}"] = {"faces": m.faces, "challenger": _num(m.values.get("challenger")),
+                                          "champion": _num(m.values.get("champion"))}
+    return {
         "model_name": params.model_name,
         "alias": params.alias,
         "metric": cmp.metric,
-        "compared_on": compared_on,
-        "challenger": {"version": str(version), "checkpoint_sha256": sha, "value": _num(value)},
+        "lower_is_better": not higher_is_better(cmp.metric),
+        "protocol": cmp.protocol,
+        "selection_split": cmp.split,
+        "challenger": {"version": str(version), "checkpoint_sha256": sha},
         "champion_before": None if champion is None else {
             "version": str(champion.version),
-            "value": _num(champion_value),
+            "checkpoint_sha256": champion.tags.get(SHA_TAG),
             "error": champion_error,
         },
+        "comparisons": {"target": target.to_dict(), **({"guard": guard.to_dict()} if guard is not None else {})},
+        "reported_only": reported,
         "registered_new_version": registered_new,
         "promoted": promote,
         "champion_after": None if after is None else str(after.version),
         "reason": reason,
-        "seconds": round(time.perf_counter() - t0, 2),
     }
-    return report
+
+
+def report_metrics(report: dict[str, Any]) -> dict[str, float]:
+    """The report's numbers as flat MLflow metrics.
+
+    ``<role>_challenger_<metric>``, ``<role>_champion_<metric>``, ``<role>_gain``, ``<role>_gain_se``,
+    ``<role>_faces`` and ``<role>_margin`` for ``target`` and ``guard``; ``reported_<dataset>_<split>_challenger_<metric>``
+    (and ``..._champion_...``) for the report-only splits. Missing values are left out.
+    """
+    metric = report["metric"]
+    out: dict[str, float] = {}
+    for role, c in report["comparisons"].items():
+        margin = c.get("min_improvement", c.get("max_regression"))
+        for key, v in ((f"{role}_challenger_{metric}", c["challenger"]), (f"{role}_champion_{metric}", c["champion"]),
+                       (f"{role}_gain", c["gain"]), (f"{role}_gain_se", c["gain_se"]), (f"{role}_faces", c["faces"]),
+                       (f"{role}_margin", margin)):
+            if v is not None:
+                out[key] = float(v)
+    for name, r in report["reported_only"].items():
+        tag = name.replace("/", "_")
+        for who in ("challenger", "champion"):
+            if r[who] is not None:
+                out[f"reported_{tag}_{who}_{metric}"] = float(r[who])
+        out[f"reported_{tag}_faces"] = float(r["faces"])
+    return out
 
 
 def main(params_path: str = "params.yaml") -> dict[str, Any]:
@@ -171,15 +217,12 @@ def main(params_path: str = "params.yaml") -> dict[str, Any]:
     set_threads(params.num_threads)
     with stage_run("register", all_params, run_name=f"register {params.model_name}@{params.alias}"):
         report = register(params, str(all_params.get("scheme", "ibug68")))
-        metric = report["metric"]
-        if report["challenger"]["value"] is not None:
-            mlflow.log_metric(f"challenger_{metric}", report["challenger"]["value"])
+        mlflow.log_metrics(report_metrics(report))
         before = report["champion_before"]
-        if before is not None and before["value"] is not None:
-            mlflow.log_metric(f"champion_{metric}", before["value"])
         mlflow.set_tags({
             "register.decision": "promoted" if report["promoted"] else "kept",
             "register.reason": report["reason"][:5000],
+            "register.selection_split": report["selection_split"],
             "register.challenger_version": report["challenger"]["version"],
             "register.champion_before": "" if before is None else before["version"],
             "register.champion_after": report["champion_after"] or "",

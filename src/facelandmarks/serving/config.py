@@ -17,14 +17,21 @@ from pydantic import Field
 from facelandmarks.media import MediaLimits
 from facelandmarks.params import StrictModel, load_params, section
 
-__all__ = ["MODEL_ENV", "PARAMS_ENV", "BatchingParams", "ServeParams", "load_serve_params"]
+__all__ = ["MODEL_ENV", "PARAMS_ENV", "BatchingParams", "ServeParams", "load_serve_params", "registry_version",
+           "request_limits"]
+
+#: bytes allowed beyond ``max_upload_mb`` in a one-file request: the multipart envelope (boundaries, headers).
+MULTIPART_ENVELOPE = 64 * 1024
+#: endpoints that take one file, and those that take several.
+SINGLE_FILE_PATHS = ("/faces", "/annotate", "/annotate_gif")
+BATCH_PATHS = ("/faces_batch", "/landmark_batch")
 
 MODEL_ENV = "FACELANDMARKS_MODEL_URI"
 PARAMS_ENV = "FACELANDMARKS_PARAMS"
 
 
 class BatchingParams(StrictModel):
-    """Adaptive batching of ``POST /faces_batch`` (BentoML's dispatcher merges concurrent requests).
+    """Adaptive batching of ``POST /landmark_batch`` (BentoML's dispatcher merges concurrent requests).
 
     Attributes:
         max_batch_size: most photos landmarked in one call (BentoML requires at least 2).
@@ -45,17 +52,35 @@ class ServeParams(StrictModel):
         model_uri: what to serve: an MLflow model URI or a local checkpoint.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
         batch_size: face crops per forward pass.
-        num_threads: torch CPU threads (0 = torch's default).
+        workers: BentoML worker processes (each loads the model and MTCNN once; read when the service module
+            is imported).
+        threads: requests one worker runs at the same time (BentoML's thread pool for synchronous endpoints).
+        num_threads: torch (intra-op), OpenMP and OpenCV threads of each worker, set before the model loads
+            (0 = the libraries' defaults, i.e. all cores per worker). On a busy CPU more threads than cores
+            per process make MTCNN several times slower (OpenMP threads wait on each other), so
+            ``workers x threads x num_threads`` is best kept at the number of cores.
+        detect_max_side: longer side (pixels) photos are downscaled to for MTCNN when serving (boxes and
+            landmarks are still in photo pixels); 0 = the detector setting stored with the model. MTCNN's
+            cost grows with the pixels it sees (its image pyramid), so this is the main speed knob.
+        max_batch_files: most photos in one ``POST /faces_batch`` request (more: 413 before any is decoded).
+        max_batch_mb: largest body of a ``/faces_batch`` or ``/landmark_batch`` request in MiB; single-file
+            endpoints allow ``limits.max_upload_mb`` plus the multipart envelope. Larger requests are refused
+            with 413 from the ``Content-Length`` header, before the body is read.
         limits: photo, GIF and video limits (pixels, frames, frame rate, output size, upload size).
         gif_chunk: frames landmarked together.
-        batching: adaptive batching of ``/faces_batch`` (read when the service module is imported).
+        batching: adaptive batching of ``/landmark_batch`` (read when the service module is imported).
         tracking_uri: MLflow tracking URI (filled from the environment / ``tracking`` section).
     """
 
     model_uri: str = "models:/facelandmarks@champion"
     device: str = "auto"
     batch_size: int = Field(64, ge=1)
-    num_threads: int = Field(0, ge=0)
+    workers: int = Field(2, ge=1)
+    threads: int = Field(1, ge=1)
+    num_threads: int = Field(1, ge=0)
+    detect_max_side: int = Field(0, ge=0)
+    max_batch_files: int = Field(16, ge=1)
+    max_batch_mb: float = Field(128.0, gt=0)
     limits: MediaLimits = Field(default_factory=MediaLimits)
     gif_chunk: int = Field(8, ge=1)
     batching: BatchingParams = Field(default_factory=BatchingParams)
@@ -78,3 +103,39 @@ def load_serve_params(path: str | os.PathLike | None = None) -> ServeParams:
     if tracking and not cfg.tracking_uri:
         updates["tracking_uri"] = str(tracking)
     return cfg.model_copy(update=updates)
+
+
+def registry_version(model_uri: str, tracking_uri: str | None = None) -> tuple[str, str] | None:
+    """The MLflow registry name and version a ``models:/`` URI points at now.
+
+    Args:
+        model_uri: ``models:/NAME@ALIAS`` (resolved in the registry), ``models:/NAME/VERSION``; anything
+            else (a checkpoint path, ``runs:/...``) is not a registry version.
+        tracking_uri: MLflow tracking and registry URI (MLflow's default when None).
+    Returns:
+        ``(name, version)``, or None when the URI names no registry version.
+    Raises:
+        mlflow.exceptions.MlflowException: the registry cannot be reached or has no such alias.
+    """
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri[len("models:/") :].strip("/")
+    if "@" in ref:
+        from mlflow import MlflowClient
+
+        name, alias = ref.split("@", 1)
+        mv = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).get_model_version_by_alias(name, alias)
+        return name, str(mv.version)
+    name, _, version = ref.partition("/")
+    return (name, version) if version.isdigit() else None
+
+
+def request_limits(cfg: ServeParams) -> tuple[dict[str, int], int]:
+    """Request-body limits in bytes: ``({path: limit}, default for other paths)``.
+
+    One-file endpoints (and any other path) allow ``limits.max_upload_mb`` MiB plus the multipart envelope;
+    the batch endpoints allow ``max_batch_mb`` MiB.
+    """
+    single = int(cfg.limits.max_upload_mb * 1048576) + MULTIPART_ENVELOPE
+    batch = int(cfg.max_batch_mb * 1048576)
+    return {**{p: single for p in SINGLE_FILE_PATHS}, **{p: batch for p in BATCH_PATHS}}, single

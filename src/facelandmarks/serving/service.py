@@ -1,29 +1,40 @@
-"""The HTTP service (BentoML 1.4): the champion model and MTCNN loaded once, these endpoints.
+"""The HTTP service (BentoML 1.4): the champion model and MTCNN loaded once per worker, these endpoints.
 
+* ``GET /``: the web page (choose or drop a photo, GIF or video; see and download the landmarks; see which
+  model is served and the limits); BentoML's API page moves to ``GET /docs``
+  (:func:`facelandmarks.serving.asgi.web_app`);
 * ``POST /faces``: a photo (multipart field ``image``) -> JSON list of faces
   ``[{"box": [x0, y0, x1, y1], "score": s, "landmarks": [[x, y] x 68]}, ...]`` in photo pixels
-  (EXIF orientation applied; ``[]`` when there is no face);
-* ``POST /faces_batch``: the same through BentoML's adaptive batching: one or more photos (multipart
-  field ``images``, repeated) -> one list of faces per photo, in order. Photos of concurrent requests
-  are landmarked together (one MTCNN + network call) by ``POST /landmark_batch``, the batchable core
-  (``serve.batching``: ``max_batch_size``, ``max_latency_ms``);
+  (0-based, pixel centres at integers; EXIF orientation applied; ``[]`` when there is no face);
+* ``POST /faces_batch``: one or more photos (multipart field ``images``, repeated, at most
+  ``serve.max_batch_files``) -> one list of faces per photo, in order, landmarked in one call
+  (MTCNN batched over equal-sized photos, all face crops through the network together);
+* ``POST /landmark_batch``: the adaptive-batching endpoint: JSON ``{"photos": ["<base64>", ...]}``; BentoML's
+  dispatcher merges the photos of concurrent requests into one landmarking call (``serve.batching``). It
+  pays on a GPU; on a CPU MTCNN's cost grows with pixels, not batch, so ``/faces`` is as fast there;
 * ``POST /annotate``: a photo -> PNG with boxes and landmarks drawn;
 * ``POST /annotate_gif``: a GIF or short video (multipart field ``media``) -> annotated looping GIF
   (frames, frame rate and size limited by ``serve.limits``);
-* ``POST /info``: what is served (model URI, backbone, device, checkpoint hash, limits).
+* ``POST /info``: what is served (registry name and version, model URI, backbone, checkpoint hash, device)
+  and the limits.
 
-Bad input answers 4xx with a message and the server keeps serving: not an image -> 400, more pixels
-than ``serve.limits.max_pixels`` or an upload over ``max_upload_mb`` -> 413. In BentoML 1.4 an
-exception raised in a batchable endpoint fails every request merged into that batch, so
-``/landmark_batch`` never raises for a bad photo: it answers that photo's error in its place and
-``/faces_batch`` (not batchable, one HTTP request of the client) turns it into the 400/413; the
-other requests of the batch get their faces. Grayscale, RGBA, 16-bit and EXIF-rotated photos are
-converted (:func:`facelandmarks.media.decode_photo`).
+Bad input answers 4xx with a message and the server keeps serving: not an image, an empty upload -> 400;
+more pixels than ``serve.limits.max_pixels``, an upload over ``max_upload_mb``, more photos than
+``max_batch_files`` -> 413. A request body over its limit is refused from its ``Content-Length`` before it
+is read (:class:`facelandmarks.serving.asgi.RequestSizeLimit`). Each refusal is one log line (status,
+reason, request id), not a traceback (:class:`facelandmarks.serving.asgi.ClientErrorLogFilter`). In BentoML
+1.4 an exception raised in a batchable endpoint fails every request merged into that batch, so
+``/landmark_batch`` never raises for a bad photo: it answers that photo's ``error`` and ``status`` in its
+place (HTTP 200). Grayscale, RGBA, 16-bit and EXIF-rotated photos are converted
+(:func:`facelandmarks.media.decode_photo`).
 
-The service declares one GPU (``resources={"gpu": 1}``); where there is none, BentoML warns and the
-model runs on the CPU (device ``auto``). Settings: :mod:`facelandmarks.serving.config`.
+Workers, threads per worker and torch/OpenMP/OpenCV threads per worker come from ``serve`` in params.yaml
+(read when this module is imported, i.e. in every worker before torch starts). The service declares one GPU
+(``resources={"gpu": 1}``); where there is none, BentoML warns and the model runs on the CPU (device
+``auto``). Settings: :mod:`facelandmarks.serving.config`.
 
-Run it from the project root with ``bentoml serve`` (reads ``bentofile.yaml``), e.g.::
+Run it from the project root with ``bentoml serve`` (reads ``bentofile.yaml``) and open the printed address,
+or::
 
     bentoml serve --host 127.0.0.1 --port 3000
     curl -F image=@photo.jpg http://127.0.0.1:3000/faces
@@ -34,33 +45,52 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-from http import HTTPStatus
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
+from facelandmarks.serving.config import (
+    ServeParams,
+    load_serve_params,
+    registry_version,
+    request_limits,
+)
+
+#: ``serve`` of the params file, read at import: BentoML takes workers, threads and batching from the
+#: decorators when the class is defined, and thread counts must be in the environment before torch starts.
+SERVE = load_serve_params()
+BATCHING = SERVE.batching
+if SERVE.num_threads:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_var, str(SERVE.num_threads))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # waiting OpenMP threads sleep instead of spinning
+
 import bentoml
-from bentoml.exceptions import BentoMLException, InvalidArgument
+from bentoml.exceptions import InvalidArgument
 from bentoml.validators import ContentType
 from PIL import Image
 from pydantic import BaseModel, Field
 
 from facelandmarks.io.images import ImageReadError
-from facelandmarks.media import MediaReadError, MediaTooLargeError, decode_photo, open_clip, write_gif
-from facelandmarks.serving.config import ServeParams, load_serve_params
+from facelandmarks.media import (
+    MediaReadError,
+    MediaTooLargeError,
+    decode_photo,
+    open_clip,
+    write_gif,
+)
+from facelandmarks.serving.asgi import (
+    PayloadTooLarge,
+    RequestSizeLimit,
+    install_client_error_log,
+    web_app,
+)
 
 __all__ = ["FaceLandmarks", "FaceOut", "PayloadTooLarge", "PhotoFaces"]
 
 log = logging.getLogger(__name__)
 
-#: ``serve.batching`` of the params file; read at import because BentoML takes the batching settings
-#: from the ``@bentoml.api`` decorator when the class is defined.
-BATCHING = load_serve_params().batching
-
-
-class PayloadTooLarge(BentoMLException):
-    """An upload or image over the configured limits (HTTP 413)."""
-
-    error_code = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+install_client_error_log()
 
 
 class FaceOut(BaseModel):
@@ -99,27 +129,55 @@ def _check_size(size: int, cfg: ServeParams) -> None:
         raise InvalidArgument("empty upload")
 
 
+def _set_threads(n: int) -> None:
+    """torch intra-op (OpenMP) and OpenCV threads of this worker; 0 leaves the libraries' defaults."""
+    if not n:
+        return
+    import cv2
+    import torch
+
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(1)  # no inter-op parallelism in inference; allowed only before first use
+    except RuntimeError:
+        pass
+    cv2.setNumThreads(n)
+
+
+@bentoml.asgi_app(web_app(), path="/", name="web")
 @bentoml.service(
     name="facelandmarks",
     resources={"gpu": 1},
     traffic={"timeout": 300, "max_concurrency": 16},
-    workers=1,
+    workers=SERVE.workers,
+    threads=SERVE.threads,
 )
 class FaceLandmarks:
     """Faces and their 68 landmarks over HTTP; the model is ``serve.model_uri`` (``@champion``)."""
 
     def __init__(self) -> None:
+        from facelandmarks.detect.mtcnn import FaceDetector
         from facelandmarks.inference import FaceLandmarker
 
+        install_client_error_log()  # again: BentoML configures logging after importing this module
         self.cfg = load_serve_params()
-        if self.cfg.num_threads:
-            import torch
-
-            torch.set_num_threads(self.cfg.num_threads)
+        _set_threads(self.cfg.num_threads)
+        uri = self.cfg.model_uri
+        self.registry: tuple[str, str] | None = None
+        try:  # pin the alias to one version, so that what /info says is what is loaded
+            self.registry = registry_version(uri, self.cfg.tracking_uri)
+        except Exception as e:  # the load below names the real problem
+            log.warning("could not resolve %s in the MLflow registry: %s", uri, e)
+        if self.registry is not None:
+            uri = f"models:/{self.registry[0]}/{self.registry[1]}"
         self.landmarker = FaceLandmarker.load(
-            self.cfg.model_uri, device=self.cfg.device, tracking_uri=self.cfg.tracking_uri, batch_size=self.cfg.batch_size
+            uri, device=self.cfg.device, tracking_uri=self.cfg.tracking_uri, batch_size=self.cfg.batch_size
         )
-        log.info("facelandmarks service: %r", self.landmarker)
+        if self.cfg.detect_max_side:
+            det = self.landmarker.detector.config.model_copy(update={"max_side": self.cfg.detect_max_side})
+            self.landmarker.detector = FaceDetector(det)
+        log.info("facelandmarks service: %r, registry %s, MTCNN max_side %d, %d torch threads", self.landmarker,
+                 self.registry, self.landmarker.detector.config.max_side, self.cfg.num_threads)
 
     def _photo(self, image: Path) -> Any:
         _check_upload(image, self.cfg)
@@ -143,11 +201,9 @@ class FaceLandmarks:
 
     @bentoml.api(batchable=True, max_batch_size=BATCHING.max_batch_size, max_latency_ms=BATCHING.max_latency_ms)
     def landmark_batch(self, photos: list[str]) -> list[PhotoFaces]:
-        """Adaptive-batching core of ``/faces_batch``: the photos of concurrent calls landmarked together.
+        """Adaptive batching: the photos of concurrent calls landmarked together.
 
-        Takes JSON ``{"photos": ["<base64 of an encoded photo>", ...]}``, not multipart files: BentoML's
-        in-process call from ``/faces_batch`` goes through aiohttp-asgi-connector 1.2, which splits the
-        request at every blank line and so corrupts multipart bodies. Every photo is decoded and checked
+        Takes JSON ``{"photos": ["<base64 of an encoded photo>", ...]}``. Every photo is decoded and checked
         like ``/faces``; a refused photo gets ``error`` and ``status`` (400, 413) in its place instead of an
         exception, so it does not fail the other photos of the batch (the answer is HTTP 200). The decoded
         photos go through :meth:`FaceLandmarker.predict` in one call (MTCNN batched over equal-sized photos,
@@ -165,27 +221,25 @@ class FaceLandmarks:
         return [a if a is not None else PhotoFaces(faces=[FaceOut(**f.to_dict()) for f in next(found)]) for a in out]
 
     @bentoml.api
-    async def faces_batch(self, images: list[Path]) -> list[list[FaceOut]]:
-        """Faces of one or more photos (field ``images``) via adaptive batching; one list per photo, in order.
+    def faces_batch(self, images: list[Path]) -> list[list[FaceOut]]:
+        """Faces of one or more photos (field ``images``); one list per photo, in order.
 
-        The same answers and refusals as ``/faces`` (400 not an image, 413 over a limit; the message names
-        the photo's index). Each call holds two of the service's ``max_concurrency`` slots (its own and the
-        in-process call of ``/landmark_batch``).
+        All photos of the request are decoded in a worker thread (off the event loop) and landmarked in one
+        :meth:`FaceLandmarker.predict` call, in this process. The same answers and refusals as ``/faces``
+        (400 not an image, 413 over a limit; the message names the photo's index); more than
+        ``serve.max_batch_files`` photos: 413 before any is read.
         """
         if not images:
             raise InvalidArgument("no photo uploaded (multipart field `images`)")
-        for i, path in enumerate(images):  # refuse oversized uploads before passing them on
+        if len(images) > self.cfg.max_batch_files:
+            raise PayloadTooLarge(f"{len(images)} photos in one request exceed the limit of {self.cfg.max_batch_files}")
+        decoded = []
+        for i, path in enumerate(images):
             try:
-                _check_upload(path, self.cfg)
+                decoded.append(self._photo(path))
             except (PayloadTooLarge, InvalidArgument) as e:
                 raise type(e)(f"images[{i}]: {e}") from e
-        photos = [base64.b64encode(path.read_bytes()).decode("ascii") for path in images]
-        answers = await self.to_async.landmark_batch(photos=photos)
-        for i, a in enumerate(answers):
-            if a.error is not None:
-                cls = PayloadTooLarge if a.status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE else InvalidArgument
-                raise cls(f"images[{i}]: {a.error}")
-        return [a.faces for a in answers]
+        return [[FaceOut(**f.to_dict()) for f in faces] for faces in self.landmarker.predict(decoded)]
 
     @bentoml.api
     def annotate(self, image: Path) -> Image.Image:
@@ -197,13 +251,14 @@ class FaceLandmarks:
 
     @bentoml.api
     def annotate_gif(self, media: Path, context: bentoml.Context) -> Annotated[Path, ContentType("image/gif")]:
-        """A GIF or short video with landmarks drawn on every kept frame, as a looping GIF."""
-        from facelandmarks.inference.annotate import annotate_clip
+        """A GIF or short video with faces tracked (ids, One Euro smoothing: params.yaml ``video``) and
+        landmarks drawn on every kept frame, as a looping GIF."""
+        from facelandmarks.video import VideoLandmarker, load_video_params, track_clip
 
         _check_upload(media, self.cfg)
         try:
             clip = open_clip(media, self.cfg.limits, name="uploaded file")
-            result = annotate_clip(self.landmarker, clip, self.cfg.limits.max_side, self.cfg.gif_chunk)
+            result = track_clip(VideoLandmarker(self.landmarker, load_video_params()), clip, self.cfg.limits.max_side)
         except MediaTooLargeError as e:
             raise PayloadTooLarge(str(e)) from e
         except MediaReadError as e:
@@ -214,15 +269,33 @@ class FaceLandmarks:
 
     @bentoml.api
     def info(self) -> dict[str, Any]:
-        """What is served: model source, network, device, checkpoint hash and limits."""
+        """What is served and the limits.
+
+        Returns ``{"registry": {"name", "version"} | None, "model_uri", "checkpoint_sha256", "backbone", "head",
+        "input_size", "scheme", "num_points", "device", "detector_max_side", "limits": {...}, "max_batch_files",
+        "max_request_mb": {path: MiB}, "workers", "threads", "num_threads"}``.
+        """
         lm = self.landmarker
+        paths, _ = request_limits(self.cfg)
         return {
+            "registry": {"name": self.registry[0], "version": self.registry[1]} if self.registry else None,
             "model_uri": self.cfg.model_uri,
             "checkpoint_sha256": lm.checkpoint_sha256,
             "backbone": lm.config.backbone,
             "head": lm.config.head,
             "input_size": lm.config.input_size,
             "scheme": lm.scheme.name,
+            "num_points": lm.scheme.num_points,
             "device": lm.device,
+            "detector_max_side": lm.detector.config.max_side,
             "limits": self.cfg.limits.model_dump(),
+            "max_batch_files": self.cfg.max_batch_files,
+            "max_request_mb": {p: round(v / 1048576, 2) for p, v in paths.items()},
+            "workers": self.cfg.workers,
+            "threads": self.cfg.threads,
+            "num_threads": self.cfg.num_threads,
         }
+
+
+_LIMITS, _DEFAULT_LIMIT = request_limits(SERVE)
+FaceLandmarks.add_asgi_middleware(RequestSizeLimit, limits=_LIMITS, default=_DEFAULT_LIMIT)

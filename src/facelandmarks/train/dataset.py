@@ -22,7 +22,7 @@ from facelandmarks.io.images import ImageReadError, read_image
 from facelandmarks.params import StrictModel
 from facelandmarks.schemes import LandmarkScheme
 
-__all__ = ["Faces", "OnlineAugment", "load_faces", "FaceDataset"]
+__all__ = ["Faces", "OnlineAugment", "load_faces", "concat_faces", "FaceDataset"]
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,22 @@ class Faces:
     def subset(self, index: np.ndarray | slice) -> Faces:
         """The faces at ``index``."""
         return Faces(self.images[index], self.landmarks[index], self.visible[index], self.face_ids[index])
+
+
+def concat_faces(parts: list[Faces]) -> Faces:
+    """One :class:`Faces` of several (same crop size), in order; ``skipped`` is summed.
+
+    Raises:
+        ValueError: no part, or crops of different sizes.
+    """
+    if not parts:
+        raise ValueError("no faces to concatenate")
+    sizes = {p.images.shape[1:] for p in parts}
+    if len(sizes) > 1:
+        raise ValueError(f"crops of different sizes cannot be concatenated: {sorted(sizes)}")
+    return Faces(np.concatenate([p.images for p in parts]), np.concatenate([p.landmarks for p in parts]),
+                 np.concatenate([p.visible for p in parts]), np.concatenate([p.face_ids for p in parts]),
+                 sum(p.skipped for p in parts))
 
 
 def load_faces(
@@ -155,34 +171,58 @@ class FaceDataset(Dataset):
     Items are ``(image (S, S, 3) uint8 tensor, landmarks (K, 2) float32, visible (K,) bool)``; batches are
     turned into model input by :func:`facelandmarks.model.preprocess.to_tensor`.
 
+    Mixing (finetuning without forgetting): each ``(pool, ratio)`` of ``mix`` adds ``round(ratio * len(faces))``
+    rows of ``pool`` to every epoch, drawn without replacement (with replacement when the pool is smaller) from
+    the seed and the epoch, so every epoch sees other pool rows and two runs see the same ones. Items
+    ``0 .. len(faces)-1`` are ``faces``; the mixed rows follow.
+
     Args:
         faces: the crops.
         scheme: landmark scheme (flip permutation).
         augment: online augmentation, or None (validation).
         seed: base seed; sample ``i`` of epoch ``e`` uses ``(seed, e, i)``, so runs are reproducible and a
             resumed run draws what an uninterrupted one would.
+        mix: ``(pool, ratio)`` pairs of other faces (same crop size) mixed into every epoch.
     """
 
-    def __init__(self, faces: Faces, scheme: LandmarkScheme, augment: OnlineAugment | None = None, seed: int = 0):
+    def __init__(self, faces: Faces, scheme: LandmarkScheme, augment: OnlineAugment | None = None, seed: int = 0,
+                 mix: list[tuple[Faces, float]] = ()):
         self.faces = faces
         self.scheme = scheme
         self.augment = augment
         self.seed = seed
-        self.epoch = 0
+        self.mix = [(pool, int(round(ratio * len(faces)))) for pool, ratio in mix]
+        self._drawn: list[np.ndarray] = []
+        self.set_epoch(0)
 
     def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random draws ``__getitem__`` makes."""
+        """Select the epoch whose random draws (augmentation and mixed rows) ``__getitem__`` makes."""
         self.epoch = epoch
+        self._drawn = []
+        for j, (pool, n) in enumerate(self.mix):
+            rng = np.random.default_rng((self.seed, epoch, 1_000_003 + j))
+            self._drawn.append(rng.choice(len(pool), size=n, replace=n > len(pool)))
 
     def __len__(self) -> int:
-        return len(self.faces)
+        return len(self.faces) + sum(n for _, n in self.mix)
+
+    def _row(self, i: int) -> tuple[Faces, int]:
+        if i < len(self.faces):
+            return self.faces, i
+        k = i - len(self.faces)
+        for (pool, n), drawn in zip(self.mix, self._drawn):
+            if k < n:
+                return pool, int(drawn[k])
+            k -= n
+        raise IndexError(i)
 
     def __getitem__(self, i: int):
-        img = self.faces.images[i]
-        pts = self.faces.landmarks[i]
+        faces, r = self._row(i)
+        img = faces.images[r]
+        pts = faces.landmarks[r]
         if self.augment is not None:
             rng = np.random.default_rng((self.seed, self.epoch, i))
             img, pts = self.augment.apply(img, pts, self.scheme, rng)
         return torch.from_numpy(np.ascontiguousarray(img)), torch.from_numpy(pts), torch.from_numpy(
-            self.faces.visible[i]
+            faces.visible[r]
         )

@@ -5,6 +5,12 @@ point scheme differs (or ``finetune.reinit_head: always``). Optionally freezes t
 gives backbone and head their own learning rates. Measures both the pretrained model (no finetuning) and the
 finetuned one on the ``finetune.test_split`` crops of the data set, and writes ``models/finetune/model.pt`` and
 ``reports/finetune.json``.
+
+Against forgetting, ``finetune.mix`` (e.g. ``{300w: 1.0}``) mixes adult training rows into every epoch; model
+selection stays on the finetuning data set's validation split (InfAnFace val), and each mixed data set's
+validation NME is reported for the pretrained and the chosen model (``val_nme_300w_pretrained`` /
+``val_nme_300w_finetuned``). The finetuned model keeps the pretrained model's input normalisation and records its
+initialisation source (``pretrained_source``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import numpy as np
 import torch
 
 from facelandmarks.fsutil import write_json
-from facelandmarks.model.checkpoint import load_checkpoint
+from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint
+from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import LandmarkModel, build_model
 from facelandmarks.params import load_params, section
 from facelandmarks.schemes import get_scheme
@@ -47,12 +54,16 @@ def main() -> dict[str, Any]:
     config = model_config(params)
     scheme = get_scheme(config.scheme)
     set_threads(train.num_threads)
-    data = load_stage_data(stage.dataset, config.input_size, train.max_faces, test_split=stage.test_split)
+    data = load_stage_data(stage.dataset, config.input_size, train.max_faces, test_split=stage.test_split,
+                           variants_per_dataset=stage.variants_per_dataset, mix=stage.mix)
     init = Path(stage.init)
+    source = ModelConfig.model_validate(read_checkpoint(init)["config"])
+    inherited = {"pretrained_source": f"{stage.init} ({source.pretrained_source})",
+                 "input_mean": source.input_mean, "input_std": source.input_std}
 
     torch.manual_seed(int(params.get("seed", 0)))
-    model: LandmarkModel = build_model(config.model_copy(update={"pretrained": False}))
-    model.config = config
+    model: LandmarkModel = build_model(config.model_copy(update={"pretrained": False, **inherited}))
+    model.config = config.model_copy(update=inherited)
     head_reinit = load_pretrained(model, init, stage.reinit_head)
     frozen = freeze_backbone_stages(model, stage.freeze_stages)
     backbone, head = split_parameters(model)
@@ -70,10 +81,15 @@ def main() -> dict[str, Any]:
         pretrained, _ = load_checkpoint(init, map_location=device)
         pre = nme_on_test(pretrained, device)
         pre_val = float(np.nanmean(evaluate_nme(pretrained, data.val, scheme, device)))
-        return {f"{stage.test_split}_nme_pretrained": pre, "val_nme_pretrained": pre_val}
+        return {f"{stage.test_split}_nme_pretrained": pre, "val_nme_pretrained": pre_val,
+                **{f"val_nme_{name}_pretrained": float(np.nanmean(evaluate_nme(pretrained, faces, scheme, device)))
+                   for name, faces in data.extra_val.items()}}
 
     def after_fit(m: LandmarkModel, device: torch.device) -> dict[str, float]:
-        return {f"{stage.test_split}_nme_finetuned": nme_on_test(m, device)}
+        # m holds the chosen (best on the finetuning data set's val) weights
+        return {f"{stage.test_split}_nme_finetuned": nme_on_test(m, device),
+                **{f"val_nme_{name}_finetuned": float(np.nanmean(evaluate_nme(m, faces, scheme, device)))
+                   for name, faces in data.extra_val.items()}}
 
     report = run_stage(
         "finetune", params, model, data, scheme, groups, train, stage,

@@ -5,8 +5,12 @@ One call of :func:`fit` trains a :class:`~facelandmarks.model.network.LandmarkMo
 * every epoch: shuffled mini-batches (order fixed by the seed and epoch), online augmentation, the
   coordinate loss masked by visibility (:func:`facelandmarks.model.losses.landmark_loss`, in crop pixels),
   one LR-scheduler step per optimiser step; then the mean inter-ocular NME on the validation faces;
-* the LR follows a linear warm-up and a cosine (squeezed into ``max_minutes`` when that is set);
+* the LR follows a linear warm-up and a cosine over the optimiser steps of ``epochs`` epochs; schedule, early
+  stopping and the best epoch depend only on the data, the params and the seed (never on elapsed time);
 * the best epoch by validation NME is written to ``best_path`` (``models/<stage>/model.pt``);
+* ``max_minutes`` is a safety cap only: when an epoch ends past it, training stops there, keeps the best
+  checkpoint so far and says so (``FitResult.stopped_by_time_cap``, a warning); such a run is not the run the
+  params describe, and the stages report it;
 * after every epoch ``last.pt`` (model, optimiser, early-stopping state, epoch, history, RNG
   states and the best weights so far) is written; a later call with the same fingerprint (params and data)
   continues from it, so an interrupted stage loses at most one epoch;
@@ -59,9 +63,10 @@ class FitOptions:
         loss: coordinate loss name.
         patience: early stopping after this many epochs without a better validation NME (0: never).
         min_delta: NME decrease that counts as better.
-        max_minutes: time budget of the training (None: none). The cosine schedule is squeezed into it
-            (:class:`~facelandmarks.train.schedule.WarmupCosine`) and training stops after the epoch that spends
-            it, with the LR decayed; on a machine fast enough for all epochs it changes nothing.
+        max_minutes: safety cap on training time (None: none). It never changes the LR schedule; when the
+            training time (epochs including validation) passes it, training stops after that epoch with the
+            best checkpoint so far and :attr:`FitResult.stopped_by_time_cap` set. Set it well above the
+            expected time so a normal run never hits it.
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: mixed precision on CUDA.
         channels_last: channels-last memory format on CUDA.
@@ -111,7 +116,9 @@ class FitResult:
         epochs_run: epochs trained in total (including those before a resume).
         train_seconds: wall time spent in training epochs (including validation; excluding loading).
         images_per_second: training throughput (augmented faces per second of epoch time).
-        stopped_early: early stopping or the time limit ended training.
+        stopped_early: early stopping (patience) ended training before ``epochs``.
+        stopped_by_time_cap: the ``max_minutes`` safety cap ended training before ``epochs`` (the model is
+            then not the one the params describe; the stages report it with a warning).
         resumed_from_epoch: the epoch a resume continued after (-1: fresh start).
         history: one :class:`EpochLog` per epoch.
     """
@@ -123,6 +130,7 @@ class FitResult:
     images_per_second: float
     stopped_early: bool
     resumed_from_epoch: int
+    stopped_by_time_cap: bool = False
     history: list[EpochLog] = field(default_factory=list)
 
 
@@ -218,8 +226,8 @@ def fit(
     optimizer = torch.optim.AdamW(param_groups, weight_decay=opts.weight_decay)
     schedule = WarmupCosine(
         optimizer, opts.epochs * steps_per_epoch, int(round(opts.warmup_epochs * steps_per_epoch)), opts.min_lr_factor,
-        budget_seconds=None if opts.max_minutes is None else 60.0 * opts.max_minutes,
     )
+    cap_seconds = None if opts.max_minutes is None else 60.0 * opts.max_minutes
     amp_dtype = torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float16
     use_amp = cuda and opts.amp
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -254,10 +262,11 @@ def fit(
             log.info("%s belongs to another run or a finished one: starting afresh", last_path)
 
     stopped_early = stopper.should_stop
+    stopped_by_time_cap = False
     epochs_bar = tqdm(range(start_epoch, opts.epochs), desc="epochs", initial=start_epoch, total=opts.epochs,
                       disable=not opts.progress, dynamic_ncols=True)
     for epoch in epochs_bar:
-        if stopped_early:
+        if stopped_early or stopped_by_time_cap:
             break
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
@@ -278,7 +287,7 @@ def fit(
             loss = landmark_loss(pred.float(), targets, visible, opts.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            schedule.set(step, train_seconds + time.perf_counter() - t0)
+            schedule.set(step)
             scaler.step(optimizer)
             scaler.update()
             step += 1
@@ -296,7 +305,12 @@ def fit(
         if stopper.step(val, epoch):
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
             save_checkpoint(best_path, model, {**meta, "epoch": epoch, "val_nme": val})
-        stopped_early = stopper.should_stop or (schedule.finished(step, train_seconds) and epoch + 1 < opts.epochs)
+        stopped_early = stopper.should_stop and epoch + 1 < opts.epochs
+        if cap_seconds is not None and train_seconds >= cap_seconds and epoch + 1 < opts.epochs and not stopped_early:
+            stopped_by_time_cap = True
+            log.warning("max_minutes safety cap (%.1f min) reached after epoch %d of %d: stopping with the best "
+                        "checkpoint so far (epoch %d); this is NOT the run the params describe - raise max_minutes",
+                        opts.max_minutes, epoch + 1, opts.epochs, stopper.best_epoch + 1)
         msg = (f"epoch {epoch + 1}/{opts.epochs}: train loss {entry.train_loss:.4f}, val NME {100 * val:.2f}% "
                f"(best {100 * stopper.best:.2f}% @ {stopper.best_epoch + 1}), {entry.images_per_second:.0f} img/s")
         epochs_bar.set_postfix(loss=f"{entry.train_loss:.3f}", val_nme=f"{100 * val:.2f}%",
@@ -329,5 +343,6 @@ def fit(
         images_per_second=images_seen / train_seconds if train_seconds else 0.0,
         stopped_early=stopped_early,
         resumed_from_epoch=resumed_from,
+        stopped_by_time_cap=stopped_by_time_cap,
         history=history,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from facelandmarks.model.losses import LossName
 from facelandmarks.params import StrictModel
@@ -59,28 +59,54 @@ class TrainParams(StrictModel):
 
 
 class _StageParams(StrictModel):
-    dataset: str
+    dataset: str | list[str]
     epochs: int = Field(60, ge=1)
     lr: float = Field(2e-3, gt=0)
     batch_size: int | None = Field(None, ge=1)
     max_minutes: float | None = Field(None, gt=0)
     online_augment: OnlineAugment | None = None
+    variants_per_dataset: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("variants_per_dataset")
+    @classmethod
+    def _positive(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: n for k, n in v.items() if n < 1}
+        if bad:
+            raise ValueError(f"variants_per_dataset must be >= 1 (1 = only variant 0, the plain crop): {bad}")
+        return v
+
+    @property
+    def datasets(self) -> list[str]:
+        """The training data sets, first = the one whose validation split selects the model."""
+        return [self.dataset] if isinstance(self.dataset, str) else list(self.dataset)
+
+    @property
+    def dataset_name(self) -> str:
+        """``300w`` or ``300w+youtube_faces68`` (run names, tags, reports)."""
+        return "+".join(self.datasets)
 
 
 class PretrainParams(_StageParams):
     """``pretrain``: train on the large domain.
 
     Attributes:
-        dataset: rows of this data set (``300w``) in ``augmented.parquet`` (train split) and ``crops.parquet``
-            (val split).
-        epochs: maximum epochs over the training rows.
+        dataset: a data set name (``300w``) or a list (``[300w, youtube_faces68]``): the training rows are the
+            ``train`` rows of every listed data set in ``augmented.parquet``; validation (model selection and
+            early stopping) uses the ``val`` crops of the FIRST one only (``crops.parquet``), so adding a
+            noisier data set is judged on the data set the model is meant for.
+        epochs: epochs over the training rows; the LR schedule spans exactly these (deterministic).
         lr: peak AdamW learning rate.
         batch_size: overrides ``train.batch_size`` when set.
-        max_minutes: time budget; the cosine schedule is squeezed into it on a slower machine.
+        max_minutes: safety cap on training minutes (None: none); never changes the schedule. Hitting it
+            stops training with the best checkpoint so far and reports ``stopped_by_time_cap: true`` and a
+            warning; set it about 2x the expected time.
         online_augment: overrides ``train.online_augment`` for this stage when set.
+        variants_per_dataset: per data set, use only augment variants ``0 .. n-1`` of each face (``1``: only
+            variant 0, the plain crop), so a large, noisier set does not swamp the main one. Data sets not
+            listed use all variants.
     """
 
-    dataset: str = "300w"
+    dataset: str | list[str] = "300w"
 
 
 class FinetuneParams(_StageParams):
@@ -95,10 +121,16 @@ class FinetuneParams(_StageParams):
         reinit_head: ``auto`` re-initialises the head when the point scheme differs from the checkpoint's;
             ``always`` / ``never`` force it.
         test_split: split of ``dataset`` on which the pretrained and the finetuned model are compared.
-        epochs, batch_size, max_minutes, online_augment: as in :class:`PretrainParams`.
+        mix: adult faces mixed into every finetuning epoch against forgetting: ``{300w: 1.0}`` adds
+            ``round(1.0 x the InfAnFace training rows)`` ``train`` rows of 300-W (``augmented.parquet``, drawn
+            anew each epoch from the seed and the epoch). Model selection stays on ``dataset``'s validation
+            split; each mixed data set's validation NME of the pretrained and the chosen model is reported
+            (``val_nme_<name>_pretrained`` / ``_finetuned``).
+        epochs, batch_size, max_minutes, online_augment, variants_per_dataset: as in :class:`PretrainParams`.
     """
 
     dataset: str = "infanface"
+    mix: dict[str, float] = Field(default_factory=dict)
     init: str = "models/pretrain/model.pt"
     backbone_lr: float | None = Field(None, gt=0)
     freeze_stages: int = Field(0, ge=0)

@@ -17,6 +17,9 @@ from facelandmarks.params import load_params, section
 from facelandmarks.schemes import get_scheme
 from facelandmarks.train.params import PretrainParams, TrainParams
 from facelandmarks.train.runner import load_stage_data, run_stage, set_threads
+
+# Model selection and early stopping use the validation split of the FIRST data set of ``pretrain.dataset``
+# (300-W): extra data sets (YouTube-Faces, caricatures) only add training rows.
 from facelandmarks.train.transfer import split_parameters
 
 __all__ = ["REPORT", "model_config", "run_name", "main"]
@@ -53,7 +56,8 @@ def main() -> dict[str, Any]:
     config = model_config(params)
     scheme = get_scheme(config.scheme)
     set_threads(train.num_threads)
-    data = load_stage_data(stage.dataset, config.input_size, train.max_faces)
+    data = load_stage_data(stage.datasets, config.input_size, train.max_faces,
+                           variants_per_dataset=stage.variants_per_dataset)
     import torch
 
     torch.manual_seed(int(params.get("seed", 0)))
@@ -62,7 +66,7 @@ def main() -> dict[str, Any]:
     groups = [{"params": backbone, "lr": stage.lr}, {"params": head, "lr": stage.lr}]
     report = run_stage(
         "pretrain", params, model, data, scheme, groups, train, stage,
-        run_name=run_name("pretrain", config, stage.dataset),
+        run_name=run_name("pretrain", config, stage.dataset_name),
         fingerprint_parts=["pretrain", stage.model_dump(), train.model_dump(), params.get("seed")],
     )
     write_json(REPORT, report)

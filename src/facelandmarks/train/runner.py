@@ -20,7 +20,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.model.inference import predict_crops
 from facelandmarks.model.network import LandmarkModel, count_parameters
 from facelandmarks.schemes import LandmarkScheme
-from facelandmarks.train.dataset import FaceDataset, Faces, load_faces
+from facelandmarks.train.dataset import FaceDataset, Faces, concat_faces, load_faces
 from facelandmarks.train.figures import prediction_figure
 from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit, resolve_device
 from facelandmarks.train.params import TrainParams, _StageParams
@@ -74,9 +74,18 @@ def set_threads(num_threads: int) -> int:
 
 
 def load_split(table: pd.DataFrame, dataset: str, split: str, source: Path, size: int, image_column: str,
-               landmark_column: str, max_rows: int = 0) -> Faces | None:
-    """Crops of one data set and split (None when there is no such row)."""
+               landmark_column: str, max_rows: int = 0, max_variants: int = 0) -> Faces | None:
+    """Crops of one data set and split (None when there is no such row).
+
+    Args:
+        max_rows: at most this many rows (0: all).
+        max_variants: keep only rows whose ``variant`` is below this (0: all; needs a ``variant`` column).
+    """
     rows = table[(table["dataset"] == dataset) & (table["split"] == split)]
+    if max_variants:
+        if "variant" not in rows.columns:
+            raise ValueError(f"{source}: no 'variant' column to cap the variants of {dataset}")
+        rows = rows[rows["variant"] < max_variants]
     if max_rows:
         rows = rows.iloc[:max_rows]
     if len(rows) == 0:
@@ -87,38 +96,77 @@ def load_split(table: pd.DataFrame, dataset: str, split: str, source: Path, size
 
 @dataclass
 class StageData:
-    """Faces of one stage: ``train`` (augmented variants), ``val`` and optionally ``test`` crops."""
+    """Faces of one stage.
+
+    Attributes:
+        train: training rows (augmented variants) of all the stage's data sets, concatenated.
+        val: validation crops of the first data set (model selection, early stopping).
+        test: crops of the test split of the first data set, when asked for.
+        val_is_train: no validation rows existed; ``val`` holds training rows.
+        train_counts: training rows per data set.
+        mix: ``(name, pool, ratio)`` faces mixed into every epoch (finetune ``mix``).
+        extra_val: validation crops of the mixed data sets, by name (reported, never used to select).
+    """
 
     train: Faces
     val: Faces
     test: Faces | None
     val_is_train: bool = False
+    train_counts: dict[str, int] = field(default_factory=dict)
+    mix: list[tuple[str, Faces, float]] = field(default_factory=list)
+    extra_val: dict[str, Faces] = field(default_factory=dict)
 
 
-def load_stage_data(dataset: str, size: int, max_faces: int = 0, test_split: str | None = None) -> StageData:
+def load_stage_data(dataset: str | list[str], size: int, max_faces: int = 0, test_split: str | None = None,
+                    variants_per_dataset: dict[str, int] | None = None,
+                    mix: dict[str, float] | None = None) -> StageData:
     """Load a stage's faces.
 
     Args:
-        dataset: data set name (``300w``, ``infanface``).
+        dataset: data set name (``300w``, ``infanface``) or a list of them: training rows of all, validation
+            (and test) crops of the first.
         size: crop side the model takes.
-        max_faces: at most this many training rows (0: all).
-        test_split: also load this split of the crops (finetune: ``test``).
+        max_faces: at most this many training rows per data set (0: all; tiny test runs).
+        test_split: also load this split of the first data set's crops (finetune: ``test``).
+        variants_per_dataset: per data set, only augment variants ``0 .. n-1`` (1: the plain crop only).
+        mix: ``{name: ratio}`` data sets whose training rows are mixed into every epoch (see
+            :class:`~facelandmarks.train.dataset.FaceDataset`); their validation crops are loaded too.
     Raises:
-        ValueError: no training row for ``dataset`` (names the table).
+        ValueError: no training row for a data set, or a ratio <= 0 (names the table / data set).
         FileNotFoundError: a table is missing (run the crop and augment stages).
     """
+    datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+    variants = dict(variants_per_dataset or {})
     augmented = read_table(AUGMENTED_TABLE)
     crops = read_table(CROPS_TABLE)
-    train = load_split(augmented, dataset, "train", AUGMENTED_TABLE, size, "image_path", "landmarks", max_faces)
-    if train is None:
-        raise ValueError(f"{AUGMENTED_TABLE}: no training rows of data set {dataset!r}")
-    val = load_split(crops, dataset, "val", CROPS_TABLE, size, "crop_path", "crop_landmarks")
+
+    def train_rows(name: str) -> Faces:
+        faces = load_split(augmented, name, "train", AUGMENTED_TABLE, size, "image_path", "landmarks", max_faces,
+                           variants.get(name, 0))
+        if faces is None:
+            raise ValueError(f"{AUGMENTED_TABLE}: no training rows of data set {name!r}")
+        return faces
+
+    parts = {name: train_rows(name) for name in datasets}
+    train = concat_faces(list(parts.values()))
+    first = datasets[0]
+    val = load_split(crops, first, "val", CROPS_TABLE, size, "crop_path", "crop_landmarks")
     val_is_train = val is None
     if val is None:
-        log.warning("%s: no validation rows of %s: validating on (augmented) training rows", CROPS_TABLE, dataset)
+        log.warning("%s: no validation rows of %s: validating on (augmented) training rows", CROPS_TABLE, first)
         val = train.subset(slice(0, min(len(train), 64)))
-    test = load_split(crops, dataset, test_split, CROPS_TABLE, size, "crop_path", "crop_landmarks") if test_split else None
-    return StageData(train, val, test, val_is_train)
+    test = None
+    if test_split:
+        test = load_split(crops, first, test_split, CROPS_TABLE, size, "crop_path", "crop_landmarks")
+    pools, extra_val = [], {}
+    for name, ratio in (mix or {}).items():
+        if ratio <= 0:
+            raise ValueError(f"mix ratio of {name!r} must be > 0, got {ratio}")
+        pools.append((name, train_rows(name), float(ratio)))
+        v = load_split(crops, name, "val", CROPS_TABLE, size, "crop_path", "crop_landmarks")
+        if v is not None:
+            extra_val[name] = v
+    return StageData(train, val, test, val_is_train, {k: len(v) for k, v in parts.items()}, pools, extra_val)
 
 
 def fit_options(train: TrainParams, stage: _StageParams, seed: int) -> FitOptions:
@@ -228,21 +276,31 @@ def run_stage(
     last_path = Path(train_params.state_dir) / stage / "last.pt"
     opts = fit_options(train_params, stage_params, int(params.get("seed", 0)))
     device = resolve_device(opts.device)
-    meta = {"stage": stage, "dataset": stage_params.dataset, "run_name": run_name}
-    fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), faces=data.train,
+    meta = {"stage": stage, "dataset": stage_params.dataset_name, "run_name": run_name}
+    mix_ids = [(name, ratio, fingerprint(faces=pool)) for name, pool, ratio in data.mix]
+    fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), mix_ids, faces=data.train,
                      files=list(fingerprint_files))
     augment = stage_params.online_augment or train_params.online_augment
-    train_set = FaceDataset(data.train, scheme, augment, seed=opts.seed)
+    train_set = FaceDataset(data.train, scheme, augment, seed=opts.seed,
+                            mix=[(pool, ratio) for _, pool, ratio in data.mix])
 
     with stage_run(stage, params, run_name=run_name,
-                   tags={"facelandmarks.dataset": stage_params.dataset,
+                   tags={"facelandmarks.dataset": stage_params.dataset_name,
                          "facelandmarks.backbone": model.config.backbone,
                          "facelandmarks.head": model.config.head}) as run:
         extra: dict[str, float] = {}
         if before_fit is not None:
             extra.update(before_fit(device))
         mlflow.log_params({"n_params": count_parameters(model), "n_train_rows": len(data.train),
-                           "n_val_faces": len(data.val), "device": str(device), "threads": torch.get_num_threads()})
+                           "n_val_faces": len(data.val), "device": str(device), "threads": torch.get_num_threads(),
+                           "pretrained_source": model.config.pretrained_source,
+                           "input_normalisation": f"mean={model.config.input_mean} std={model.config.input_std}",
+                           "train_datasets": stage_params.dataset_name,
+                           "selection": f"val NME (inter-ocular) of {stage_params.datasets[0]}",
+                           "rows_per_epoch": len(train_set),
+                           **{f"train_rows_{k}": v for k, v in data.train_counts.items()},
+                           **{f"mix_rows_per_epoch_{name}": n
+                              for (name, _, _), (_, n) in zip(data.mix, train_set.mix)}})
 
         def on_epoch(e: EpochLog) -> None:
             mlflow.log_metrics({"train_loss": e.train_loss, "val_nme": e.val_nme, "lr": e.lr,
@@ -271,22 +329,42 @@ def run_stage(
             **extra,
         }
         mlflow.log_metrics(summary)
+        warnings: list[str] = []
+        if result.stopped_by_time_cap:
+            warnings.append(
+                f"stopped by the max_minutes safety cap ({stage_params.max_minutes} min) after {result.epochs_run} of "
+                f"{opts.epochs} epochs: the model is the best of the epochs run, not the run the params describe; "
+                f"raise {stage}.max_minutes")
+            log.warning("%s: %s", stage, warnings[-1])
+        mlflow.set_tags({"facelandmarks.stopped_by_time_cap": str(result.stopped_by_time_cap).lower(),
+                         **({"facelandmarks.warning": " | ".join(warnings)} if warnings else {})})
+        mlflow.log_metric("stopped_by_time_cap", float(result.stopped_by_time_cap))
         mlflow.log_artifact(str(best_path), "checkpoint")
         model_uri = log_model(model) if train_params.log_model else None
         report = {
             "stage": stage,
-            "dataset": stage_params.dataset,
+            "dataset": stage_params.dataset_name,
+            "train_datasets": stage_params.datasets,
+            "selected_on": f"{stage_params.datasets[0]} val",
             "run_name": run_name,
             "backbone": model.config.backbone,
+            "pretrained_source": model.config.pretrained_source,
             "head": model.config.head,
             "input_size": model.config.input_size,
             "n_params": count_parameters(model),
             "n_train_rows": len(data.train),
+            "train_rows_per_dataset": data.train_counts,
+            "rows_per_epoch": len(train_set),
+            "mix": {name: {"ratio": ratio, "pool_rows": len(pool), "rows_per_epoch": n}
+                    for (name, pool, ratio), (_, n) in zip(data.mix, train_set.mix)},
             "n_val_faces": len(data.val),
             "validated_on_train_rows": data.val_is_train,
             "nme_normaliser": "inter_ocular",
             **summary,
             "stopped_early": result.stopped_early,
+            "stopped_by_time_cap": result.stopped_by_time_cap,
+            "max_minutes": stage_params.max_minutes,
+            "warnings": warnings,
             "resumed_from_epoch": result.resumed_from_epoch,
             "device": str(device),
             "threads": torch.get_num_threads(),

@@ -91,8 +91,7 @@ def serve_retrain(
     """
     from prefect.deployments.runner import EntrypointType
 
-    from facelandmarks.flows.config import load_retrain_params
-    from facelandmarks.flows.retrain import retrain
+    from facelandmarks.flows.retrain import load_retrain_params, retrain
 
     root = Path(project_dir).resolve()
     if not (root / "dvc.yaml").is_file():

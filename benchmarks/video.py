@@ -1,0 +1,490 @@
+"""Video benchmark: face tracking (:class:`facelandmarks.video.VideoLandmarker`) against per-frame detection.
+
+``python -m benchmarks.video [--model PATH] [--threads 1]`` measures, on the two demo videos:
+
+* **speed** (speaker clip, 640x360, one speaker): frames per second end to end (decoding the file with
+  OpenCV, MTCNN, crops, landmark network, smoothing) with tracking, with MTCNN on every frame
+  (:class:`facelandmarks.FaceLandmarker` per frame), and dlib's HOG detector + shape predictor;
+* **jitter** (speaker clip): mean frame-to-frame landmark displacement of one face, divided by its
+  inter-ocular distance (outer eye corners 36/45 of the iBUG 68 scheme, 300-W's normaliser), for per-frame
+  detection, tracking without smoothing and tracking with the One Euro filter; and the **lag** the
+  smoothing adds, in frames: the shift that best aligns the smoothed landmarks with a zero-phase
+  (centred, so delay-free) moving average of the unsmoothed ones;
+* **coverage** (street clip, 1920x1080, several walkers): faces per frame with tracking vs MTCNN on every
+  frame, and the share of per-frame detections that a track covers (IoU >= 0.3 with a tracked box).
+
+Targets (issue 13): >= 60 fps with one face at 640x360; jitter <= half of per-frame detection with <= 1
+frame of lag; >= 95 % of per-frame detections tracked. Results go to ``benchmarks/video_results.json``
+and ``benchmarks/video_results.md``.
+
+Model: ``--model`` (a checkpoint or MLflow URI); by default the champion or ``models/finetune/model.pt``
+(as ``benchmarks.run``). When neither exists, ``--stand-in`` trains a stand-in network of the default
+architecture (params.yaml ``model``) for ``--stand-in-seconds`` on 300-W faces: speed does not depend on
+the weights, but jitter and coverage do, and such a model is far less accurate than a trained one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import cv2
+import numpy as np
+import typer
+
+from facelandmarks.quiet import QUIET_ENV
+
+__all__ = ["VideoBenchOptions", "stand_in_checkpoint", "jitter", "smoothing_lag", "coverage", "run_video"]
+
+SPEAKER = Path("data/raw/demo/video/face_recognition__short_hamilton_clip.mp4")
+STREET = Path("data/raw/demo/video/facenet_pytorch__video.mp4")
+log = logging.getLogger("benchmarks.video")
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+@dataclass
+class VideoBenchOptions:
+    """Settings of the video benchmark.
+
+    Attributes:
+        threads: torch CPU threads.
+        max_frames: frames of each clip used (0 = all).
+        warmup: frames processed untimed before each timed pass.
+        dlib: also time dlib's HOG + shape predictor end to end.
+    """
+
+    threads: int = 1
+    max_frames: int = 0
+    warmup: int = 10
+    dlib: bool = True
+
+
+# -- a stand-in model when no trained one exists -------------------------------------------------------
+
+
+def stand_in_checkpoint(out: Path, seconds: float | None = 60.0, faces: int = 600, seed: int = 0, epochs: int = 100,
+                        model: dict[str, Any] | None = None, input_size: int | None = None) -> Path:
+    """Train a stand-in landmark network of the default architecture for about ``seconds``.
+
+    The network is params.yaml's ``model`` (backbone, its initial weights, head, flip test) at the ``crop``
+    size; the faces are
+    300-W HELEN/AFW photos cut as evaluation's ``crops`` protocol cuts them (the landmark box turned into
+    an MTCNN-like box with ``crop.fallback``, then the model's crop settings), with the project's online
+    augmentation. Only for benchmarks on a machine without a trained model, and for the tracking tests
+    (a small network for a fixed number of epochs, so that the result does not depend on the machine).
+
+    Args:
+        out: folder of the checkpoint.
+        seconds: training time cap (None: ``epochs`` decide alone).
+        faces: 300-W faces used (32 of them for validation), a seeded choice.
+        seed: faces, weights and augmentation.
+        epochs: epochs at most.
+        model: overrides of params.yaml ``model`` (e.g. ``{"backbone": "mobilenetv3_small_050"}``).
+        input_size: crop size (default: params.yaml ``crop.size``).
+    Returns:
+        the checkpoint path ``out / "model.pt"``.
+    """
+    import torch
+
+    from facelandmarks.crop.config import CropConfig, FallbackConfig
+    from facelandmarks.crop.faces import crop_face, fallback_box
+    from facelandmarks.crop.geometry import invert_affine, map_points
+    from facelandmarks.io.images import read_image
+    from facelandmarks.io.pts import read_pts
+    from facelandmarks.model.config import ModelConfig
+    from facelandmarks.model.network import build_model
+    from facelandmarks.params import load_params
+    from facelandmarks.schemes import get_scheme
+    from facelandmarks.train.dataset import FaceDataset, Faces, OnlineAugment
+    from facelandmarks.train.loop import FitOptions, fit
+
+    params = load_params("params.yaml")
+    crop = dict(params["crop"])
+    if input_size:
+        crop["size"] = int(input_size)
+    geometry = CropConfig.model_validate({k: v for k, v in crop.items() if k in CropConfig.model_fields})
+    fb = FallbackConfig.model_validate(crop.get("fallback") or {})
+    paths = sorted(Path("data/raw/300w").rglob("*.pts"))
+    rng = np.random.default_rng(seed)
+    paths = [paths[i] for i in sorted(rng.choice(len(paths), size=min(faces, len(paths)), replace=False))]
+    images, points = [], []
+    for p in paths:
+        photo = next((p.with_suffix(s) for s in (".jpg", ".png") if p.with_suffix(s).is_file()), None)
+        if photo is None:
+            continue
+        pts = read_pts(p)
+        c, c2p = crop_face(read_image(photo), fallback_box(pts, fb), geometry)
+        images.append(c)
+        points.append(map_points(pts, invert_affine(c2p)).astype(np.float32))
+    lms = np.stack(points)
+    all_faces = Faces(np.stack(images), lms, np.ones(lms.shape[:2], bool), np.arange(len(lms)).astype(str))
+    val = all_faces.subset(slice(0, 32))
+    train = all_faces.subset(slice(32, None))
+    cfg = ModelConfig(**{**params["model"], **(model or {})}, num_points=68, scheme="ibug68",
+                      input_size=geometry.size, crop=crop)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    aug = OnlineAugment(**(params.get("train", {}).get("online_augment") or {}))
+    fit(model, FaceDataset(train, get_scheme("ibug68"), aug, seed=seed), val,
+        [{"params": list(model.parameters()), "lr": 3e-3}],
+        FitOptions(epochs=epochs, batch_size=32, warmup_epochs=0.2, device="cpu", progress=False, resume=False,
+                   patience=0, max_minutes=None if seconds is None else seconds / 60.0, seed=seed),
+        out / "model.pt", out / "last.pt", meta={"stage": "benchmark stand-in", "seconds": seconds})
+    return out / "model.pt"
+
+
+# -- measures -------------------------------------------------------------------------------------------
+
+
+def _iod(landmarks: np.ndarray) -> np.ndarray:
+    """Inter-ocular distance (outer eye corners 36 and 45 of iBUG 68) of ``(..., 68, 2)`` points."""
+    from facelandmarks.schemes import get_scheme
+
+    r, l = get_scheme("ibug68").outer_eye_corners
+    return np.linalg.norm(landmarks[..., r, :] - landmarks[..., l, :], axis=-1)
+
+
+def jitter(sequences: list[np.ndarray]) -> dict[str, float]:
+    """Mean frame-to-frame displacement of the landmarks, in inter-ocular distances.
+
+    Args:
+        sequences: per face identity, ``(T, K, 2)`` landmarks in consecutive frames.
+    Returns:
+        ``{"mean": mean over consecutive pairs of the mean point displacement / inter-ocular distance,
+        "median": its median, "pairs": number of pairs}``.
+    """
+    values = []
+    for seq in sequences:
+        if len(seq) < 2:
+            continue
+        d = np.linalg.norm(seq[1:] - seq[:-1], axis=-1).mean(axis=-1)
+        iod = (_iod(seq[1:]) + _iod(seq[:-1])) / 2.0
+        ok = iod > 1.0
+        values.append(d[ok] / iod[ok])
+    v = np.concatenate(values) if values else np.zeros(0)
+    return {"mean": float(v.mean()) if len(v) else float("nan"), "median": float(np.median(v)) if len(v) else float("nan"),
+            "pairs": int(len(v))}
+
+
+def smoothing_lag(raw: np.ndarray, smoothed: np.ndarray, window: int = 5, max_lag: float = 5.0) -> float:
+    """Delay of the smoothed landmarks in frames.
+
+    The reference is a centred moving average of the raw landmarks over ``window`` frames (zero phase:
+    no delay, little noise); the lag is the shift ``d`` (0 .. ``max_lag`` in steps of 0.05 frame, linear
+    interpolation) minimising the mean distance between ``smoothed(t)`` and ``reference(t - d)``.
+
+    Args:
+        raw, smoothed: ``(T, K, 2)`` landmarks of one face in consecutive frames.
+    Returns:
+        the lag in frames (NaN when the sequence is too short).
+    """
+    T = len(raw)
+    if T < 4 * window:
+        return float("nan")
+    kernel = np.ones(window) / window
+    flat = raw.reshape(T, -1)
+    ref = np.stack([np.convolve(flat[:, j], kernel, mode="same") for j in range(flat.shape[1])], axis=1)
+    h = window // 2 + int(np.ceil(max_lag)) + 1
+    t = np.arange(h, T - window // 2)
+    best, best_d = np.inf, 0.0
+    for d in np.arange(0.0, max_lag + 1e-9, 0.05):
+        x = t - d
+        i0 = np.floor(x).astype(int)
+        f = (x - i0)[:, None]
+        shifted = ref[i0] * (1 - f) + ref[i0 + 1] * f
+        err = np.linalg.norm((smoothed.reshape(T, -1)[t] - shifted).reshape(len(t), -1, 2), axis=-1).mean()
+        if err < best:
+            best, best_d = err, float(d)
+    return best_d
+
+
+def coverage(tracked: list[np.ndarray], detected: list[np.ndarray], min_iou: float = 0.3) -> dict[str, float]:
+    """How many per-frame detections a track covers.
+
+    Args:
+        tracked: per frame, ``(n, 4)`` tracked boxes.
+        detected: per frame, ``(m, 4)`` boxes of MTCNN on that frame.
+    Returns:
+        ``{"covered": share of detections with a tracked box at IoU >= min_iou (one-to-one),
+        "tracked_per_frame", "detected_per_frame"}``.
+    """
+    from facelandmarks.detect.matching import match_boxes
+
+    hit = total = 0
+    for t, d in zip(tracked, detected):
+        idx, _ = match_boxes(t, d, min_iou)
+        hit += int((idx >= 0).sum())
+        total += len(d)
+    return {"covered": hit / total if total else float("nan"),
+            "tracked_per_frame": float(np.mean([len(t) for t in tracked])),
+            "detected_per_frame": float(np.mean([len(d) for d in detected]))}
+
+
+def _frames(path: Path, max_frames: int = 0):
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise FileNotFoundError(f"{path}: not a readable video (run `dvc pull`)")
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    try:
+        k = 0
+        while not max_frames or k < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            yield k, k / fps, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            k += 1
+    finally:
+        cap.release()
+
+
+def _fps_of(path: Path) -> float:
+    cap = cv2.VideoCapture(str(path))
+    fps = float(cap.get(cv2.CAP_PROP_FPS) or 25.0)
+    cap.release()
+    return fps
+
+
+def _timed(path: Path, process, max_frames: int, warmup: int) -> tuple[float, list[Any]]:
+    """Frames per second of ``process(index, time, frame)`` over a video, decoding included."""
+    for k, t, f in _frames(path, warmup):
+        process(k, t, f)
+    outputs = []
+    t0 = time.perf_counter()
+    for k, t, f in _frames(path, max_frames):
+        outputs.append(process(k, t, f))
+    wall = time.perf_counter() - t0
+    return len(outputs) / wall, outputs
+
+
+def _largest_sequences_per_frame(faces_per_frame: list[list[Any]]) -> list[np.ndarray]:
+    """Per-frame detection has no ids: follow the largest face, split where it is missing or jumps."""
+    from facelandmarks.detect.matching import box_iou
+
+    seqs, cur, prev = [], [], None
+    for faces in faces_per_frame:
+        if not faces:
+            if cur:
+                seqs.append(np.stack(cur))
+            cur, prev = [], None
+            continue
+        f = max(faces, key=lambda x: float((x.box[2] - x.box[0]) * (x.box[3] - x.box[1])))
+        if prev is not None and box_iou(prev[None], f.box[None])[0, 0] < 0.3:
+            seqs.append(np.stack(cur))
+            cur = []
+        cur.append(f.landmarks)
+        prev = f.box
+    if cur:
+        seqs.append(np.stack(cur))
+    return seqs
+
+
+def _track_sequences(results: list[Any], which: int | None = None) -> dict[int, np.ndarray]:
+    """Landmarks per track id over consecutive frames (the longest-lived track when ``which`` is None)."""
+    by_id: dict[int, list[np.ndarray]] = {}
+    for r in results:
+        for f in r.faces:
+            by_id.setdefault(f.track_id, []).append(f.landmarks)
+    return {k: np.stack(v) for k, v in by_id.items()}
+
+
+def run_video(model_path: Path, options: VideoBenchOptions | None = None, params_path: str = "params.yaml") -> dict:
+    """All video figures (see the module docstring).
+
+    Returns:
+        a JSON-ready dict: ``speed``, ``jitter``, ``coverage``, ``params`` and ``seconds``.
+    """
+    import torch
+
+    from facelandmarks.inference.landmarker import FaceLandmarker
+    from facelandmarks.video import VideoLandmarker, load_video_params
+
+    opts = options or VideoBenchOptions()
+    t_start = time.perf_counter()
+    torch.set_num_threads(opts.threads)
+    lm = FaceLandmarker.load(model_path, device="cpu")
+    vp = load_video_params(params_path)
+    no_smooth = vp.model_copy(update={"smoothing": vp.smoothing.model_copy(update={"enabled": False})})
+    out: dict[str, Any] = {"threads": opts.threads, "params": vp.model_dump(),
+                           "model": {"source": str(model_path), "backbone": lm.config.backbone,
+                                     "head": lm.config.head, "input_size": lm.config.input_size,
+                                     "flip_test": bool(getattr(lm.config, "flip_test", False))}}
+    fps_src = _fps_of(SPEAKER)
+
+    # speed + jitter on the speaker clip
+    video = VideoLandmarker(lm, vp, fps=fps_src)
+
+    def step(k: int, t: float, f: np.ndarray):
+        if k == 0:  # each pass (warm-up, timed) is a new video
+            video.reset()
+        return video.step(f, t, k)
+
+    fps_track, tracked = _timed(SPEAKER, step, opts.max_frames, opts.warmup)
+    runs_tracked = video.detector_runs
+    raw_video = VideoLandmarker(lm, no_smooth, fps=fps_src)
+    raw = [raw_video.step(f, t, k) for k, t, f in _frames(SPEAKER, opts.max_frames)]
+    fps_frame, per_frame = _timed(SPEAKER, lambda k, t, f: lm(f), opts.max_frames, opts.warmup)
+    speed = {"video": SPEAKER.name, "frames": len(tracked), "frame_size": "640x360",
+             "tracking_fps": fps_track, "per_frame_detection_fps": fps_frame,
+             "detector_runs_tracking": runs_tracked,
+             "faces_per_frame_tracking": statistics.fmean(len(r.faces) for r in tracked),
+             "faces_per_frame_detection": statistics.fmean(len(f) for f in per_frame)}
+    if opts.dlib:
+        from facelandmarks.baselines.dlib68 import DlibLandmarker
+
+        dlib = DlibLandmarker()
+        speed["dlib_fps"], _ = _timed(SPEAKER, lambda k, t, f: dlib(f), opts.max_frames, min(opts.warmup, 3))
+    out["speed"] = speed
+
+    smooth_seqs, raw_seqs = _track_sequences(tracked), _track_sequences(raw)
+    lags = [smoothing_lag(raw_seqs[k], smooth_seqs[k]) for k in smooth_seqs if k in raw_seqs
+            and len(raw_seqs[k]) == len(smooth_seqs[k])]
+    lags = [x for x in lags if np.isfinite(x)]
+    longest = max(smooth_seqs, key=lambda k: len(smooth_seqs[k])) if smooth_seqs else None
+    out["jitter"] = {
+        "video": SPEAKER.name,
+        "per_frame_detection": jitter(_largest_sequences_per_frame(per_frame)),
+        "tracking_raw": jitter(list(raw_seqs.values())),
+        "tracking_smoothed": jitter(list(smooth_seqs.values())),
+        "lag_frames": float(np.median(lags)) if lags else float("nan"),
+        "longest_track_frames": int(len(smooth_seqs[longest])) if longest is not None else 0,
+        "tracks": len(smooth_seqs),
+    }
+    j = out["jitter"]
+    j["ratio_smoothed_vs_detection"] = j["tracking_smoothed"]["mean"] / j["per_frame_detection"]["mean"]
+
+    # coverage on the street clip
+    street_fps = _fps_of(STREET)
+    video = VideoLandmarker(lm, vp, fps=street_fps)
+    t0 = time.perf_counter()
+    street = [video.step(f, t, k) for k, t, f in _frames(STREET, opts.max_frames)]
+    street_track_fps = len(street) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    dets = [lm.detector.detect([f])[0].boxes for _, _, f in _frames(STREET, opts.max_frames)]
+    street_det_s = time.perf_counter() - t0
+    cov = coverage([np.array([f.box for f in r.faces]).reshape(-1, 4) for r in street], dets)
+    out["coverage"] = {"video": STREET.name, "frames": len(street), "frame_size": "1920x1080", **cov,
+                       "tracks": len({f.track_id for r in street for f in r.faces}),
+                       "detector_runs_tracking": video.detector_runs,
+                       "tracking_fps": street_track_fps, "detection_only_fps": len(dets) / street_det_s}
+    out["targets"] = {
+        "fps_60": speed["tracking_fps"] >= 60.0,
+        "jitter_half": j["ratio_smoothed_vs_detection"] <= 0.5,
+        "lag_1_frame": j["lag_frames"] <= 1.0,
+        "coverage_95": cov["covered"] >= 0.95,
+    }
+    out["seconds"] = time.perf_counter() - t_start
+    return out
+
+
+def demo_gif(model_path: Path, out: Path, start: int = 82, stop: int = 211, every: int = 2, max_side: int = 320,
+             params_path: str = "params.yaml") -> dict:
+    """The README's tracking GIF: the speaker shot of the demo clip (frames ``start .. stop - 1``), tracked
+    on every frame with the project's ``video`` params, drawn with track ids, every ``every``-th frame kept.
+
+    Returns:
+        ``{"path", "frames", "bytes"}``.
+    """
+    from facelandmarks.inference.landmarker import FaceLandmarker
+    from facelandmarks.media import resize_max_side, write_gif
+    from facelandmarks.video import VideoLandmarker, draw_tracked, load_video_params
+
+    lm = FaceLandmarker.load(model_path, device="cpu")
+    fps = _fps_of(SPEAKER)
+    video = VideoLandmarker(lm, load_video_params(params_path), fps=fps)
+    frames = []
+    for k, t, f in _frames(SPEAKER, stop):
+        if k < start:
+            continue
+        r = video.step(f, t, k)
+        if (k - start) % every == 0:
+            frames.append(resize_max_side(draw_tracked(f, r.faces, lm.scheme), max_side))
+    write_gif(frames, out, fps / every)
+    return {"path": str(out), "frames": len(frames), "bytes": out.stat().st_size}
+
+
+def markdown(r: dict) -> str:
+    """The results as a Markdown table (README / issue note)."""
+    s, j, c = r["speed"], r["jitter"], r["coverage"]
+    rows = [
+        ("fps, speaker clip 640x360, tracking (end to end)", f"{s['tracking_fps']:.1f}"),
+        ("fps, speaker clip, MTCNN on every frame", f"{s['per_frame_detection_fps']:.1f}"),
+    ]
+    if "dlib_fps" in s:
+        rows.append(("fps, speaker clip, dlib HOG + shape predictor", f"{s['dlib_fps']:.1f}"))
+    rows += [
+        ("MTCNN runs with tracking / frames", f"{s['detector_runs_tracking']} / {s['frames']}"),
+        ("jitter (mean frame-to-frame move / inter-ocular), per-frame detection", f"{j['per_frame_detection']['mean']:.4f}"),
+        ("jitter, tracking, no smoothing", f"{j['tracking_raw']['mean']:.4f}"),
+        ("jitter, tracking + One Euro", f"{j['tracking_smoothed']['mean']:.4f} ({j['ratio_smoothed_vs_detection']:.2f} x per-frame)"),
+        ("lag added by smoothing (frames)", f"{j['lag_frames']:.2f}"),
+        ("street clip: faces per frame, MTCNN on every frame", f"{c['detected_per_frame']:.2f}"),
+        ("street clip: faces per frame, tracking", f"{c['tracked_per_frame']:.2f}"),
+        ("street clip: per-frame detections covered by a track", f"{100 * c['covered']:.1f} %"),
+        ("street clip 1920x1080: fps tracking / MTCNN alone", f"{c['tracking_fps']:.1f} / {c['detection_only_fps']:.1f}"),
+    ]
+    lines = ["| video benchmark | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    m = r["model"]
+    lines.append("")
+    lines.append(f"Model: {m['source']} ({m['backbone']}, {m['head']}, {m['input_size']} px, flip test "
+                 f"{'on' if m['flip_test'] else 'off'}); torch threads: {r['threads']}.")
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def main(
+    model: Annotated[str, typer.Option(help="checkpoint or MLflow URI; `champion`: the registry's, else models/finetune/model.pt")] = "champion",
+    threads: Annotated[int, typer.Option(help="torch CPU threads")] = 1,
+    max_frames: Annotated[int, typer.Option(help="frames per clip (0 = all)")] = 0,
+    dlib: Annotated[bool, typer.Option(help="also time dlib HOG + predictor")] = True,
+    stand_in: Annotated[bool, typer.Option("--stand-in", help="no trained model: train a stand-in briefly")] = False,
+    stand_in_seconds: Annotated[float, typer.Option(help="training time of the stand-in")] = 60.0,
+    out: Annotated[Path, typer.Option(help="results JSON (a .md beside it)")] = Path("benchmarks/video_results.json"),
+    gif: Annotated[Path | None, typer.Option(help="also write the tracking demo GIF here (e.g. reports/figures/tracking_demo.gif)")] = None,
+    skip_measure: Annotated[bool, typer.Option("--skip-measure", help="only the GIF")] = False,
+) -> None:
+    """Measure tracking speed, jitter, smoothing lag and track coverage on the demo videos."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    from benchmarks.run import resolve_model
+    from facelandmarks.params import load_params
+
+    import torch
+
+    torch.set_num_threads(threads)
+    opts = VideoBenchOptions(threads=threads, max_frames=max_frames, dlib=dlib)
+    with contextlib.ExitStack() as stack:
+        if stand_in:
+            path, source = stand_in_checkpoint(Path("benchmarks/out/stand_in"), stand_in_seconds), "stand-in"
+        else:
+            path, source = stack.enter_context(resolve_model(model, load_params("params.yaml")))
+        if gif is not None:
+            typer.echo(f"demo GIF: {demo_gif(Path(path), gif)}")
+        if skip_measure:
+            return
+        result = run_video(Path(path), opts)
+        result["model"]["source"] = str(source)
+        if stand_in:
+            result["model"]["stand_in"] = (f"default architecture trained {stand_in_seconds:.0f} s on 300-W faces "
+                                           "(a stand-in, far less accurate than a trained model)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    from facelandmarks.fsutil import write_json
+
+    write_json(out, result)
+    md = markdown(result)
+    out.with_suffix(".md").write_text(md)
+    typer.echo(md)
+    typer.echo(json.dumps(result["targets"]))
+
+
+if __name__ == "__main__":
+    app()

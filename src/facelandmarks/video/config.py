@@ -1,0 +1,107 @@
+"""Settings of the video mode: the ``video`` section of params.yaml (tracker and temporal smoothing).
+
+Every sub-section is a strict pydantic model: an unknown key is an error naming the file and key.
+The params file is ``FACELANDMARKS_PARAMS`` when set, else ``./params.yaml`` (defaults when there is
+none or it has no ``video`` section), the same file the service and ``facelandmarks predict`` read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+
+from facelandmarks.params import StrictModel, load_params, section
+
+__all__ = ["TrackerParams", "SmoothingParams", "VideoParams", "load_video_params"]
+
+
+class TrackerParams(StrictModel):
+    """How faces are followed from frame to frame (:class:`facelandmarks.video.VideoLandmarker`).
+
+    The box of each face in the next frame is derived from its landmarks in this frame (the model's
+    ``crop.fallback`` calibration, :func:`facelandmarks.crop.faces.fallback_box`); MTCNN runs only when
+    one of the conditions below asks for it.
+
+    Attributes:
+        detect_every: MTCNN runs on every ``detect_every``-th frame (new faces are found then); 1 = every
+            frame (per-frame detection, tracks still get ids and smoothing).
+        match_iou: a detection continues the track whose predicted box it overlaps most, at IoU >= this
+            (greedy one-to-one, :func:`facelandmarks.detect.matching.match_boxes`); other detections
+            start new tracks.
+        keep_iou: a matched track keeps its own landmark-derived box when it overlaps the detection at
+            IoU >= this (no jump in the crop, hence less jitter); below, the crop restarts from the
+            detection box.
+        max_misses: detector runs in a row that may miss a track before it ends; while a track is
+            missed the detector runs again on the next frame to confirm it.
+        max_scale_change: quality check between detections: when the side of the box derived from the
+            new landmarks differs from the crop box's side by more than this fraction, the track is
+            suspect and the detector runs on this frame.
+        max_shift: quality check: the same when the box centre moves by more than this fraction of the
+            box side.
+        min_side: tracks whose box side falls below this many pixels end.
+        duplicate_iou: two tracks whose boxes overlap at IoU >= this follow one face: the younger ends.
+    """
+
+    detect_every: int = Field(10, ge=1)
+    match_iou: float = Field(0.3, gt=0.0, le=1.0)
+    keep_iou: float = Field(0.5, ge=0.0, le=1.0)
+    max_misses: int = Field(1, ge=0)
+    max_scale_change: float = Field(0.3, gt=0.0)
+    max_shift: float = Field(0.35, gt=0.0)
+    min_side: float = Field(12.0, ge=2.0)
+    duplicate_iou: float = Field(0.5, gt=0.0, le=1.0)
+
+
+class SmoothingParams(StrictModel):
+    """Temporal smoothing of each track's landmarks: the One Euro filter (Casiez, Roussel and Vogel,
+    "1 Euro Filter: A Simple Speed-based Low-pass Filter for Noisy Input in Interactive Systems", CHI 2012).
+
+    Each coordinate goes through its own filter, in units of the face size (pixels divided by the
+    side of the track's first box), so the same settings suit small and large faces. The cutoff
+    frequency is ``min_cutoff + beta * |speed|``: still faces are smoothed strongly, moving ones follow
+    with little lag.
+
+    Attributes:
+        enabled: smooth (false: the tracker's raw landmarks are returned).
+        min_cutoff: cutoff frequency in Hz at zero speed (lower: less jitter, more lag when slow).
+        beta: cutoff increase per unit of speed (face sizes per second); higher: less lag when moving.
+        d_cutoff: cutoff frequency in Hz of the speed estimate.
+    """
+
+    enabled: bool = True
+    min_cutoff: float = Field(1.0, gt=0.0)
+    beta: float = Field(1.0, ge=0.0)
+    d_cutoff: float = Field(1.0, gt=0.0)
+
+
+class VideoParams(StrictModel):
+    """The ``video`` section of params.yaml (video files, GIFs, ``/annotate_gif`` and ``facelandmarks live``).
+
+    Attributes:
+        tracker: :class:`TrackerParams`.
+        smoothing: :class:`SmoothingParams`.
+        flip_test: run the model's flip test (a second, mirrored pass per face, ``model.flip_test``) in
+            video mode too; false halves the network's cost per frame, and the temporal smoothing removes
+            more of the frame-to-frame noise than the flip test would.
+    """
+
+    tracker: TrackerParams = Field(default_factory=TrackerParams)
+    smoothing: SmoothingParams = Field(default_factory=SmoothingParams)
+    flip_test: bool = False
+
+
+def load_video_params(path: str | os.PathLike | None = None) -> VideoParams:
+    """The video settings.
+
+    Args:
+        path: a params file (default: ``$FACELANDMARKS_PARAMS``, else ``./params.yaml``).
+    Returns:
+        :class:`VideoParams` (defaults when the file or its ``video`` section is absent).
+    Raises:
+        ValueError: an invalid ``video`` section (the message names the file and the keys).
+    """
+    p = Path(path or os.environ.get("FACELANDMARKS_PARAMS") or "params.yaml")
+    params = load_params(p) if p.is_file() else {}
+    return section(params, "video", VideoParams, str(p)) if "video" in params else VideoParams()

@@ -1,0 +1,359 @@
+"""Face tracking in video: landmarks of every face in every frame, MTCNN only when needed.
+
+:class:`VideoLandmarker` is the video mode of :class:`facelandmarks.inference.FaceLandmarker`. Per frame:
+
+1. each live track's crop box is derived from its (unsmoothed) landmarks of the previous frame, with
+   the model's ``crop.fallback`` calibration (:func:`facelandmarks.crop.faces.fallback_box`, the same
+   landmark -> MTCNN-like box conversion the crop stage uses for missed faces and evaluation uses for
+   annotated faces), and all crops go through the landmark network in one batch
+   (:meth:`FaceLandmarker.landmarks_in_boxes`);
+2. MTCNN runs on the frame only when
+
+   * ``detect_every`` frames have passed since it last ran (new faces are found then),
+   * a track fails the quality check (the box of its new landmarks shrank, grew or jumped relative to
+     the crop box beyond ``max_scale_change`` / ``max_shift``: the face was lost or occluded),
+   * a track was missed by the previous detector run (confirmation), its last landmarks disagreed
+     with their box (step 3), or it is the first frame;
+
+   detections are matched to tracks by IoU (:func:`facelandmarks.detect.matching.match_boxes`); a
+   matched track keeps its id (and its own box unless the detection disagrees, ``keep_iou``), an
+   unmatched detection starts a new track, a track missed ``max_misses + 1`` times in a row or failing
+   the quality check without a detection ends;
+3. a track whose landmarks still disagree with their crop box (a poor prediction) keeps the crop box
+   for the next frame, on which MTCNN runs again; tracks whose box centre left the frame, whose box
+   became smaller than ``min_side`` or that duplicate an older track (``duplicate_iou``) end;
+4. each track's landmarks are smoothed over time with the One Euro filter
+   (:class:`facelandmarks.video.smoothing.LandmarkSmoother`), when enabled.
+
+Same frames in, same output: nothing depends on wall-clock time (timestamps come from frame indices
+or the container).
+
+Example:
+    >>> from facelandmarks import FaceLandmarker
+    >>> from facelandmarks.video import VideoLandmarker
+    >>> video = VideoLandmarker(FaceLandmarker.load("models/finetune/model.pt"))
+    >>> for frame in video.track(frames, fps=30.0):      # frames: iterable of (H, W, 3) uint8 RGB
+    ...     for face in frame.faces:
+    ...         print(frame.index, face.track_id, face.landmarks.shape)   # (68, 2) float32 pixels
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from facelandmarks.crop.config import FallbackConfig
+from facelandmarks.crop.faces import fallback_box
+from facelandmarks.detect.matching import box_iou, match_boxes
+from facelandmarks.inference.landmarker import FaceLandmarker
+from facelandmarks.io.images import to_rgb_uint8
+from facelandmarks.video.config import SmoothingParams, TrackerParams, VideoParams
+from facelandmarks.video.smoothing import LandmarkSmoother
+
+__all__ = ["TrackedFace", "FrameResult", "VideoLandmarker", "frame_record"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackedFace:
+    """One face in one frame of a video.
+
+    Attributes:
+        track_id: id of the face's track (1, 2, ...; stable while the face is followed).
+        box: ``(4,) float32`` MTCNN-like box x0, y0, x1, y1 in frame pixels, derived from ``landmarks``
+            with the model's ``crop.fallback`` calibration (the detection's box when the landmarks
+            disagree with it, see the quality check).
+        score: MTCNN face probability of the detection that last confirmed the track.
+        landmarks: ``(K, 2) float32`` x, y in 0-based frame pixels (smoothed when smoothing is on).
+        detected: whether a detection in this frame matched (or started) the track.
+    """
+
+    track_id: int
+    box: np.ndarray
+    score: float
+    landmarks: np.ndarray
+    detected: bool
+
+    def to_dict(self, decimals: int = 2) -> dict[str, Any]:
+        """JSON-ready form: ``{"track", "box", "score", "detected", "landmarks": [[x, y] x K]}``."""
+        return {
+            "track": int(self.track_id),
+            "box": [round(float(v), decimals) for v in self.box],
+            "score": round(float(self.score), 4),
+            "detected": bool(self.detected),
+            "landmarks": [[round(float(x), decimals), round(float(y), decimals)] for x, y in self.landmarks],
+        }
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """The faces of one frame.
+
+    Attributes:
+        index: frame index in the source (0-based).
+        time: frame time in seconds.
+        faces: the tracked faces, by track id.
+        detector: whether MTCNN ran on this frame.
+    """
+
+    index: int
+    time: float
+    faces: list[TrackedFace]
+    detector: bool
+
+
+def frame_record(result: FrameResult, decimals: int = 2) -> dict[str, Any]:
+    """One JSON-lines record of a frame: ``{"frame", "time", "detector", "faces": [TrackedFace.to_dict()]}``.
+
+    Coordinates are 0-based frame pixels; ``time`` in seconds (3 decimals).
+    """
+    return {
+        "frame": int(result.index),
+        "time": round(float(result.time), 3),
+        "detector": bool(result.detector),
+        "faces": [f.to_dict(decimals) for f in result.faces],
+    }
+
+
+@dataclass
+class _Track:
+    track_id: int
+    box: np.ndarray  # crop box for the next frame (from the last raw landmarks), (4,) float64
+    score: float
+    smoother: LandmarkSmoother | None
+    misses: int = 0
+    unsure: bool = False  # its last landmarks disagreed with their crop box: the box is the detection's
+    age: int = 0
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
+
+
+class _NoFlipTest(torch.nn.Module):
+    """A landmark network's plain pass (no mirrored second pass), sharing the network's weights."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = model
+        self.config = model.config.model_copy(update={"flip_test": False})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, K, 2)`` crop pixels (:meth:`LandmarkModel.forward_train`'s ``coords``)."""
+        return self.inner.forward_train(x)["coords"]
+
+
+def _without_flip_test(landmarker: FaceLandmarker) -> FaceLandmarker:
+    """The same predictor (weights, detector, crop settings) without the model's flip test."""
+    if not getattr(landmarker.config, "flip_test", False) or not hasattr(landmarker.model, "forward_train"):
+        return landmarker
+    return FaceLandmarker(_NoFlipTest(landmarker.model), landmarker.config.model_copy(update={"flip_test": False}),
+                          detector=landmarker.detector, device=landmarker.device, batch_size=landmarker.batch_size,
+                          source=landmarker.source, checkpoint_sha256=landmarker.checkpoint_sha256)
+
+
+def _side(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
+
+
+def _centre(boxes: np.ndarray) -> np.ndarray:
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)
+    return (b[:, :2] + b[:, 2:]) / 2.0
+
+
+class VideoLandmarker:
+    """Track faces through a video and put landmarks on them (see the module docstring for the steps).
+
+    One instance follows one video: call :meth:`step` frame by frame (or :meth:`track` on an iterable)
+    and :meth:`reset` before another video. Not thread-safe; the wrapped :class:`FaceLandmarker` may be
+    shared.
+
+    Args:
+        landmarker: the photo predictor (its detector, crop settings and network are used; without the
+            model's flip test unless ``params.flip_test``).
+        params: tracker and smoothing settings (params.yaml ``video``; defaults when None).
+        fps: frame rate in Hz assumed for smoothing when frames come without timestamps.
+    Attributes:
+        detector_runs: frames on which MTCNN ran since the last :meth:`reset`.
+        frames: frames processed since the last :meth:`reset`.
+    """
+
+    def __init__(self, landmarker: FaceLandmarker, params: VideoParams | None = None, fps: float = 30.0) -> None:
+        params = params or VideoParams()
+        self.landmarker = landmarker if params.flip_test else _without_flip_test(landmarker)
+        self.tracker: TrackerParams = params.tracker
+        self.smoothing: SmoothingParams = params.smoothing
+        self.fps = float(fps)
+        self._fallback = FallbackConfig.model_validate((landmarker.config.crop or {}).get("fallback") or {})
+        self.reset()
+
+    def reset(self, fps: float | None = None) -> None:
+        """Forget every track (ids start again at 1); optionally set the frame rate of the next video."""
+        if fps is not None:
+            if not fps > 0:
+                raise ValueError(f"VideoLandmarker: fps must be > 0, got {fps}")
+            self.fps = float(fps)
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._since_detect = 0
+        self._first = True
+        self.detector_runs = 0
+        self.frames = 0
+
+    # -- the steps --------------------------------------------------------------------------------
+
+    def _box_of(self, landmarks: np.ndarray) -> np.ndarray:
+        try:
+            return fallback_box(landmarks, self._fallback).astype(np.float64)
+        except ValueError:  # non-finite landmarks: a degenerate box ends the track
+            return np.zeros(4, np.float64)
+
+    def _consistent(self, boxes_from_landmarks: np.ndarray, crop_boxes: np.ndarray) -> np.ndarray:
+        """Quality check: ``(n,) bool``, the new landmark box agrees with the crop box in size and place."""
+        s_crop, s_new = _side(crop_boxes), _side(boxes_from_landmarks)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = s_new / s_crop
+            shift = np.linalg.norm(_centre(boxes_from_landmarks) - _centre(crop_boxes), axis=1) / s_crop
+        limit = 1.0 + self.tracker.max_scale_change
+        return np.isfinite(ratio) & (ratio <= limit) & (ratio >= 1.0 / limit) & (shift <= self.tracker.max_shift)
+
+    def _new_track(self, box: np.ndarray, score: float) -> _Track:
+        smoother = None
+        if self.smoothing.enabled:
+            smoother = LandmarkSmoother(self.smoothing, self.landmarker.scheme.num_points, self.fps, float(_side(box)[0]))
+        t = _Track(track_id=self._next_id, box=np.asarray(box, np.float64), score=float(score), smoother=smoother)
+        self._next_id += 1
+        return t
+
+    def step(self, frame: np.ndarray, timestamp: float | None = None, index: int | None = None) -> FrameResult:
+        """Process the next frame of the video.
+
+        Args:
+            frame: ``(H, W, 3) uint8`` RGB (grayscale, RGBA and 16-bit arrays are converted).
+            timestamp: the frame's time in seconds (default: ``frames / fps``).
+            index: the frame's index in the source (default: frames processed so far).
+        Returns:
+            :class:`FrameResult` with one :class:`TrackedFace` per live track.
+        Raises:
+            facelandmarks.io.images.ImageReadError: an array that is not an image.
+        """
+        image = to_rgb_uint8(frame, f"frame {self.frames}")
+        h, w = image.shape[:2]
+        idx = self.frames if index is None else int(index)
+        time = idx / self.fps if timestamp is None else float(timestamp)
+        cfg = self.tracker
+        tracks = self._tracks
+        pred = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
+        n = len(tracks)
+        detect = self._first or self._since_detect + 1 >= cfg.detect_every or any(t.misses or t.unsure for t in tracks)
+
+        pts: np.ndarray | None = None
+        failed = np.zeros(n, bool)
+        if not detect and n:
+            pts = self.landmarker.landmarks_in_boxes(image, pred)
+            failed = ~self._consistent(np.stack([self._box_of(p) for p in pts]), pred)
+            detect = bool(failed.any())
+            if detect:
+                log.debug("frame %d: tracks %s failed the quality check", idx, [tracks[i].track_id for i in np.flatnonzero(failed)])
+
+        crop = pred.copy()
+        detected = np.zeros(n, bool)
+        alive = np.ones(n, bool)
+        recompute = np.zeros(n, bool) if pts is not None else np.ones(n, bool)
+        if detect:
+            dets = self.landmarker.detector.detect([image])[0]
+            self.detector_runs += 1
+            self._since_detect = 0
+            index_of, iou = match_boxes(dets.boxes, pred, cfg.match_iou)
+            for ti, di in enumerate(index_of):
+                t = tracks[ti]
+                if di >= 0:
+                    t.misses, t.score, detected[ti] = 0, float(dets.scores[di]), True
+                    if failed[ti] or t.unsure or iou[ti] < cfg.keep_iou:
+                        crop[ti] = dets.boxes[di]
+                        recompute[ti] = True
+                else:
+                    t.misses += 1
+                    alive[ti] = not failed[ti] and t.misses <= cfg.max_misses
+                    log.debug("frame %d: track %d missed by the detector (%d in a row)%s", idx, t.track_id, t.misses,
+                              "" if alive[ti] else ": ended")
+            used = set(int(d) for d in index_of if d >= 0)
+            for di in range(len(dets)):
+                if di not in used and _side(dets.boxes[di])[0] >= cfg.min_side:
+                    tracks.append(self._new_track(dets.boxes[di], float(dets.scores[di])))
+                    crop = np.vstack([crop, np.asarray(dets.boxes[di], np.float64)[None]])
+                    detected = np.append(detected, True)
+                    alive = np.append(alive, True)
+                    recompute = np.append(recompute, True)
+        else:
+            self._since_detect += 1
+        self._first = False
+
+        # landmarks: one batch for every crop that is new or moved
+        k = self.landmarker.scheme.num_points
+        raw = np.zeros((len(tracks), k, 2), np.float32)
+        if pts is not None:
+            raw[:n] = pts
+        todo = np.flatnonzero(recompute & alive & (_side(crop) >= cfg.min_side)) if len(tracks) else np.zeros(0, int)
+        if len(todo):
+            raw[todo] = self.landmarker.landmarks_in_boxes(image, crop[todo])
+        alive &= _side(crop) >= cfg.min_side
+
+        # update the tracks, end those that left, shrank or duplicate an older one
+        boxes = np.zeros((len(tracks), 4), np.float64)
+        for i, t in enumerate(tracks):
+            if not alive[i]:
+                continue
+            boxes[i] = self._box_of(raw[i])
+            t.unsure = not bool(self._consistent(boxes[i][None], crop[i][None])[0])
+            if t.unsure:  # the landmarks disagree with the box they were found in: keep that box, detect next frame
+                boxes[i] = crop[i]
+            c = _centre(boxes[i])[0]
+            if not (0 <= c[0] < w and 0 <= c[1] < h) or _side(boxes[i])[0] < cfg.min_side:
+                alive[i] = False
+                log.debug("frame %d: track %d left the frame or shrank below min_side: ended", idx, t.track_id)
+        live = np.flatnonzero(alive)
+        if len(live) > 1:
+            iou = box_iou(boxes[live], boxes[live])
+            for a in range(len(live)):  # tracks are oldest first: a younger duplicate ends
+                if alive[live[a]]:
+                    for b in range(a + 1, len(live)):
+                        if alive[live[b]] and iou[a, b] >= cfg.duplicate_iou:
+                            alive[live[b]] = False
+                            log.debug("frame %d: track %d duplicates track %d: ended", idx, tracks[live[b]].track_id,
+                                      tracks[live[a]].track_id)
+        faces: list[TrackedFace] = []
+        kept: list[_Track] = []
+        for i, t in enumerate(tracks):
+            if not alive[i]:
+                continue
+            t.box, t.age = boxes[i], t.age + 1
+            out = t.smoother(raw[i], time) if t.smoother is not None else raw[i]
+            t.landmarks = out
+            box = boxes[i] if t.unsure else self._box_of(out)
+            faces.append(TrackedFace(t.track_id, box.astype(np.float32), t.score, out, bool(detected[i])))
+            kept.append(t)
+        self._tracks = kept
+        self.frames += 1
+        return FrameResult(index=idx, time=time, faces=faces, detector=bool(detect))
+
+    def track(self, frames: Iterable[np.ndarray], fps: float | None = None, start: int = 0, step: int = 1) -> Iterator[FrameResult]:
+        """Track faces through a sequence of frames (starts a new video: :meth:`reset`).
+
+        Args:
+            frames: ``(H, W, 3) uint8`` RGB frames, e.g. ``open_clip(path).frames``.
+            fps: frame rate of the SOURCE in Hz (default: the instance's).
+            start: source index of the first frame.
+            step: source frames per given frame (every ``step``-th source frame is given).
+        Yields:
+            one :class:`FrameResult` per frame, ``index = start + k * step``, ``time = index / fps``.
+        """
+        src_fps = float(fps or self.fps)
+        self.reset(fps=src_fps / max(1, int(step)))
+        for k, frame in enumerate(frames):
+            i = start + k * int(step)
+            yield self.step(frame, timestamp=i / src_fps, index=i)

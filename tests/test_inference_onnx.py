@@ -1,0 +1,40 @@
+"""ONNX export of the landmark network and ONNX Runtime inference agree with PyTorch on real crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from facelandmarks.inference.landmarker import FaceLandmarker
+from facelandmarks.inference.onnx_runtime import OnnxLandmarkNetwork, export_onnx
+
+
+@pytest.mark.slow
+def test_onnx_and_torch_agree_within_0_05_px_on_real_crops(tiny_checkpoint, small_crops, tmp_path):
+    from facelandmarks.io.images import read_image
+
+    crops_table, _, _ = small_crops
+    crops = np.stack([read_image(p) for p in crops_table["crop_path"]])
+    path = export_onnx(tiny_checkpoint, tmp_path / "model.onnx")
+    torch_lm = FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    onnx_lm = FaceLandmarker.load(path, runtime="onnx", num_threads=1)
+    assert onnx_lm.config == torch_lm.config  # crop settings travel inside the .onnx file
+    assert onnx_lm.checkpoint_sha256 == torch_lm.checkpoint_sha256
+    a = torch_lm.predict_crops(crops)
+    for batch in (1, 3, len(crops)):  # dynamic batch axis
+        onnx_lm.batch_size = batch
+        b = onnx_lm.predict_crops(crops)
+        assert b.shape == a.shape == (len(crops), 68, 2)
+        assert np.abs(a - b).max() < 0.05
+    # the whole photo path too: same faces, same points
+    photo = read_image(crops_table["image_path"].iloc[0])
+    fa, fb = torch_lm(photo), onnx_lm(photo)
+    assert len(fa) == len(fb) > 0
+    assert max(np.abs(x.landmarks - y.landmarks).max() for x, y in zip(fa, fb)) < 0.05
+
+
+def test_a_file_that_is_not_an_exported_network_is_refused_by_name(tmp_path):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not an onnx model")
+    with pytest.raises(ValueError, match="broken.onnx"):
+        OnnxLandmarkNetwork(bad)

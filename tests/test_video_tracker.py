@@ -1,0 +1,154 @@
+"""VideoLandmarker: faces tracked through real video frames with stable ids, MTCNN only when needed."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import RAW
+
+VIDEO = RAW / "demo" / "video" / "face_recognition__short_hamilton_clip.mp4"  # a cut to the audience at frame 20
+DEMO = RAW / "demo" / "images"
+pytestmark = pytest.mark.slow  # every test here uses the briefly trained model (tiny_checkpoint)
+
+
+@pytest.fixture(scope="module")
+def landmarker(tiny_checkpoint):
+    import torch
+
+    from facelandmarks import FaceLandmarker
+
+    torch.set_num_threads(1)
+    return FaceLandmarker.load(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """The first 30 frames of the speaker clip (640x360 RGB): a wide shot, then a cut at frame 20."""
+    from facelandmarks.media import MediaLimits, open_clip
+
+    clip = open_clip(VIDEO, MediaLimits(max_frames=30, fps=1000))
+    assert clip.step == 1
+    return list(clip.frames)
+
+
+def _params(detect_every: int, smooth: bool = False, flip_test: bool = False, **tracker):
+    from facelandmarks.video import SmoothingParams, TrackerParams, VideoParams
+
+    return VideoParams(tracker=TrackerParams(detect_every=detect_every, **tracker), smoothing=SmoothingParams(enabled=smooth),
+                       flip_test=flip_test)
+
+
+def test_detection_on_every_frame_gives_the_photo_predictors_landmarks(landmarker, frames):
+    """With MTCNN on every frame and the detection box always taken, tracking is the photo path plus ids."""
+    from facelandmarks.video import VideoLandmarker
+
+    video = VideoLandmarker(landmarker, _params(1, keep_iou=1.0, flip_test=True))
+    results = list(video.track(frames[:6], fps=30.0))
+    assert video.detector_runs == 6 and all(r.detector for r in results)
+    assert [r.index for r in results] == list(range(6)) and results[3].time == pytest.approx(0.1)
+    for r, frame in zip(results, frames[:6]):
+        photo = landmarker(frame)
+        assert len(r.faces) == len(photo) >= 1
+        got = sorted(r.faces, key=lambda f: f.landmarks[:, 0].mean())
+        want = sorted(photo, key=lambda f: f.landmarks[:, 0].mean())
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g.landmarks, w.landmarks, atol=1e-3)
+            assert g.detected and g.score == pytest.approx(w.score)
+    first = {f.track_id for f in results[0].faces}
+    assert first == set(range(1, len(results[0].faces) + 1))
+    assert all({f.track_id for f in r.faces} == first for r in results)  # the same faces keep their ids
+
+
+def test_the_detector_runs_every_n_frames_and_tracks_keep_their_ids(landmarker, frames):
+    from facelandmarks.video import VideoLandmarker
+
+    video = VideoLandmarker(landmarker, _params(5))
+    results = list(video.track(frames[:20], fps=30.0))  # one shot, before the cut
+    ran = [r.index for r in results if r.detector]
+    assert {0, 5, 10, 15} <= set(ran) and len(ran) <= 10, ran
+    ids = [sorted(f.track_id for f in r.faces) for r in results]
+    assert ids[0] and all(i == ids[0] for i in ids), ids  # nobody lost, nobody added, no id switch
+    for r in results:
+        for f in r.faces:
+            assert f.landmarks.shape == (68, 2) and f.landmarks.dtype == np.float32 and f.box.shape == (4,)
+            assert f.detected == r.detector  # between detector runs a face is tracked, not detected
+
+
+def test_a_cut_ends_the_old_tracks_and_new_faces_get_new_ids(landmarker, frames):
+    from facelandmarks.video import VideoLandmarker
+
+    video = VideoLandmarker(landmarker, _params(5))
+    results = {r.index: r for r in video.track(frames[10:30], fps=30.0, start=10)}
+    before = {f.track_id for f in results[19].faces}
+    after = {f.track_id for f in results[29].faces}
+    assert before and after and not before & after
+    assert min(after) > max(before)  # ids are never reused
+    assert not any(f.track_id in before for i in range(22, 30) for f in results[i].faces)  # ended within 2 frames
+
+
+def test_a_face_that_leaves_the_frame_ends_its_track(landmarker):
+    """A real face slides out of a black 480x360 frame: its track ends, and nothing is tracked on the empty frame."""
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import resize_max_side
+    from facelandmarks.video import VideoLandmarker
+
+    face = resize_max_side(read_image(DEMO / "face_recognition__obama.jpg"), 240)
+    h, w = face.shape[:2]
+    seq, xs = [], [120] * 8 + list(range(120, 481, 40)) + [480] * 8
+    for x in xs:
+        canvas = np.zeros((360, 480, 3), np.uint8)
+        if x < 480:
+            canvas[60 : 60 + h, x : min(480, x + w)] = face[:, : min(w, 480 - x)]
+        seq.append(canvas)
+    video = VideoLandmarker(landmarker, _params(4))
+    results = list(video.track(seq, fps=25.0))
+    assert [f.track_id for f in results[0].faces] == [1]
+    gone = xs.index(480)  # first frame without the face
+    assert all(not r.faces for r in results[gone + 4 + 2 :])  # ended by the next detector run (+ its confirmation)
+    assert all(f.track_id == 1 for r in results for f in r.faces)  # no phantom track started
+
+
+def test_smoothing_changes_only_the_points_not_the_tracking(landmarker, frames):
+    """The next box comes from the raw landmarks, so smoothing on or off gives the same tracks and
+    detector runs; the smoothed points move less from frame to frame."""
+    from facelandmarks.video import VideoLandmarker, frame_record
+
+    raw = list(VideoLandmarker(landmarker, _params(5)).track(frames[:20], fps=30.0))
+    smooth = list(VideoLandmarker(landmarker, _params(5, smooth=True)).track(frames[:20], fps=30.0))
+    assert [r.detector for r in raw] == [r.detector for r in smooth]
+    assert [[f.track_id for f in r.faces] for r in raw] == [[f.track_id for f in r.faces] for r in smooth]
+
+    def moves(results):
+        by_id: dict[int, list] = {}
+        for r in results:
+            for f in r.faces:
+                by_id.setdefault(f.track_id, []).append(f.landmarks)
+        return np.mean([np.linalg.norm(np.diff(np.stack(v), axis=0), axis=-1).mean() for v in by_id.values()])
+
+    assert moves(smooth) < moves(raw)
+    rec = json.loads(json.dumps(frame_record(smooth[3])))
+    assert rec["frame"] == 3 and rec["time"] == pytest.approx(0.1) and isinstance(rec["detector"], bool)
+    face = rec["faces"][0]
+    assert set(face) == {"track", "box", "score", "detected", "landmarks"} and len(face["landmarks"]) == 68
+
+
+def test_video_mode_skips_the_models_flip_test_unless_asked(tiny_checkpoint, frames):
+    """``video.flip_test: false`` runs the plain pass of the SAME weights (half the cost); true keeps the model's."""
+    from facelandmarks import FaceLandmarker
+    from facelandmarks.video import VideoLandmarker
+
+    plain = FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    flipping = FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    flipping.model.config = flipping.config = flipping.config.model_copy(update={"flip_test": True})
+    boxes = np.array([f.box for f in plain(frames[0])])
+    want_plain, want_flip = plain.landmarks_in_boxes(frames[0], boxes), flipping.landmarks_in_boxes(frames[0], boxes)
+    assert np.abs(want_plain - want_flip).max() > 1e-3  # the flip test does change the points
+    fast = VideoLandmarker(flipping, _params(5, flip_test=False)).landmarker
+    assert fast.model.inner is flipping.model  # shared weights, no copy
+    np.testing.assert_allclose(fast.landmarks_in_boxes(frames[0], boxes), want_plain, atol=1e-4)
+    same = VideoLandmarker(flipping, _params(5, flip_test=True)).landmarker
+    np.testing.assert_allclose(same.landmarks_in_boxes(frames[0], boxes), want_flip, atol=1e-4)
+    assert flipping.config.flip_test and flipping.model.config.flip_test  # the shared predictor is untouched
