@@ -175,19 +175,70 @@ def _speed_table(sp: dict, device: str) -> str:
     return _table(["median", "facelandmarks", "dlib (1 thread)", "ours / dlib"], rows)
 
 
-def _serving_table(sv: dict) -> str:
+#: what each serving mode of benchmarks/serving_load.py measures (the rows are labelled by endpoint).
+SERVING_MODES = {"batching_on": "adaptive batching", "batching_off": "one photo per request"}
+
+
+def _serving_modes(sv: dict) -> list[tuple[str, str, dict]]:
+    """``(mode, label, result)`` of each measured mode: the known ones first, labelled ``/endpoint`` (what)."""
+    names = [m for m in SERVING_MODES if isinstance(sv.get(m), dict)]
+    names += sorted(k for k, v in sv.items() if k not in SERVING_MODES and isinstance(v, dict) and "endpoint" in v)
+    return [(m, f"`{sv[m].get('endpoint', '?')}` ({SERVING_MODES.get(m, m.replace('_', ' '))})", sv[m]) for m in names]
+
+
+def _counts(counts: dict | None) -> str:
+    """``{"200": 900, "413": 25}`` -> ``200: 900, 413: 25`` (``n/a`` when not measured)."""
+    if counts is None:
+        return "n/a"
+    return ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
+
+
+def _serving_table(sv: dict, detail: bool = False) -> str:
+    """The serving benchmark (benchmarks/serving_load.py): one row per mode, labelled by its endpoint.
+
+    Columns: clients, requests (of them bad uploads), good requests/s, p50/p95 of the good ones, every answer
+    counted by HTTP status, answers 5xx, unexpected answers (a good photo not 200, a bad upload not its 4xx, 5xx,
+    no answer) and whether the server answered afterwards. With ``detail`` (results.md): each bad upload's
+    statuses per mode, the non-2xx answers by cause, and each server log (lines, tracebacks, one-line client
+    errors, where it is kept). Results of older runs without these fields show ``n/a``.
+    """
+    modes = _serving_modes(sv)
     rows = []
-    for mode in ("batching_on", "batching_off"):
-        r = sv.get(mode)
-        if not r:
-            continue
-        label = f"{mode.split('_')[1]} (`{r.get('endpoint', '?')}`)"
+    for _, label, r in modes:
         if r.get("missing"):
-            rows.append([label, "", "", "", f"not measured: {r['missing']}", "", ""])
+            rows.append([label, "", "", "", "", "", f"not measured: {r['missing']}", "", "", ""])
             continue
-        rows.append([label, r.get("concurrency"), r.get("requests"), r.get("errors", 0),
-                     _num(r.get("rps"), 1), _ms(r.get("p50_ms"), 0), _ms(r.get("p95_ms"), 0)])
-    return _table(["adaptive batching", "clients", "requests", "errors", "requests/s", "p50", "p95"], rows)
+        status = r.get("status_counts")
+        n5xx = sum(v for k, v in status.items() if str(k).startswith("5")) if status is not None else None
+        alive = {True: "yes", False: "**no**"}.get(r.get("alive_after"), "n/a")
+        rows.append([label, r.get("concurrency"), f"{r.get('requests')} ({r.get('bad', 0)} bad)",
+                     _num(r.get("rps"), 1), _ms(r.get("p50_ms"), 0), _ms(r.get("p95_ms"), 0), _counts(status),
+                     "n/a" if n5xx is None else n5xx, r.get("errors", 0), alive])
+    parts = [_table(["endpoint (mode)", "clients", "requests", "requests/s", "p50", "p95", "answers by status", "5xx",
+                     "unexpected", "server alive after"], rows)]
+    if not detail:
+        return parts[0]
+    measured = [(label, r) for _, label, r in modes if not r.get("missing")]
+    bad = sv.get("bad_uploads") or {}
+    if bad:
+        with_bad = [(label, r) for label, r in measured if r.get("bad")]
+        rows = [[kind.replace("_", " "), f"{b.get('bytes', 0) / 1048576:.2f} MiB" if b.get("bytes", 0) >= 1048576
+                 else f"{b.get('bytes', 0)} B", b.get("expect", "?"),
+                 *(_counts(_get(r, "bad_by_kind", kind)) for _, r in with_bad)] for kind, b in bad.items()]
+        parts += ["Bad uploads mixed into the load, and the statuses they were answered with:",
+                  _table(["bad upload", "size", "expected", *(label for label, _ in with_bad)], rows)]
+    rows = []
+    for label, r in measured:
+        causes = "; ".join(f"{status} {cause or '(no message)'} x{n}".replace("|", "\\|")
+                           for status, by in (r.get("non_2xx") or {}).items() for cause, n in by.items())
+        lg = r.get("server_log") or {}
+        rows.append([label, causes or ("none" if "non_2xx" in r else "n/a"), lg.get("lines", "n/a"),
+                     lg.get("tracebacks", "n/a"), lg.get("client_error_lines", "n/a"),
+                     f"`{lg['log']}`" if lg.get("log") else "not kept"])
+    parts += ["Non-2xx answers by cause, and the server logs:",
+              _table(["endpoint (mode)", "non-2xx answers", "log lines", "tracebacks", "one-line client errors", "log"],
+                     rows)]
+    return "\n\n".join(parts)
 
 
 def _training_table(tr: dict) -> str:
@@ -312,7 +363,7 @@ def render_markdown(results: dict) -> str:
         )
     sv = results.get("serving")
     if sv:
-        parts += ["## Serving", _serving_table(sv), sv.get("note", "")]
+        parts += ["## Serving", _serving_table(sv, detail=True), sv.get("note", "")]
     tr = results.get("training")
     if tr:
         parts += ["## Training", _training_table(tr)]

@@ -9,7 +9,8 @@
   inter-ocular distance (outer eye corners 36/45 of the iBUG 68 scheme, 300-W's normaliser), for per-frame
   detection, tracking without smoothing and tracking with the One Euro filter; and the **lag** the
   smoothing adds, in frames: the shift that best aligns the smoothed landmarks with a zero-phase
-  (centred, so delay-free) moving average of the unsmoothed ones;
+  (centred, so delay-free) moving average of the network's points before smoothing, in the same run;
+  a sweep of One Euro settings applied to the unsmoothed run's points shows the jitter / lag trade-off;
 * **coverage** (street clip, 1920x1080, several walkers): faces per frame with tracking vs MTCNN on every
   frame, and the share of per-frame detections that a track covers (IoU >= 0.3 with a tracked box).
 
@@ -228,6 +229,40 @@ def coverage(tracked: list[np.ndarray], detected: list[np.ndarray], min_iou: flo
             "detected_per_frame": float(np.mean([len(d) for d in detected]))}
 
 
+def smoothing_sweep(raw_tracks: dict[int, np.ndarray], fps: float, baseline: float,
+                    min_cutoffs: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
+                    betas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0), d_cutoff: float = 1.0) -> list[dict]:
+    """Jitter and lag of One Euro settings, applied to the same unsmoothed tracks (smoothing never changes
+    the tracking, so one tracked run serves every setting).
+
+    Args:
+        raw_tracks: track id -> ``(T, K, 2)`` unsmoothed landmarks.
+        fps: frame rate in Hz.
+        baseline: jitter of per-frame detection (the ratio's denominator).
+    Returns:
+        one ``{"min_cutoff", "beta", "jitter", "ratio", "lag_frames"}`` per setting.
+    """
+    from facelandmarks.video import LandmarkSmoother, SmoothingParams
+
+    rows = []
+    for mc in min_cutoffs:
+        for beta in betas:
+            params = SmoothingParams(min_cutoff=mc, beta=beta, d_cutoff=d_cutoff)
+            smoothed, lags = [], []
+            for seq in raw_tracks.values():
+                side = float(np.ptp(seq[0], axis=0).max()) * 1.2 or 1.0
+                sm = LandmarkSmoother(params, seq.shape[1], fps, side)
+                out = np.stack([sm(p, k / fps) for k, p in enumerate(seq)])
+                smoothed.append(out)
+                lag = smoothing_lag(seq, out)
+                if np.isfinite(lag):
+                    lags.append(lag)
+            j = jitter(smoothed)["mean"]
+            rows.append({"min_cutoff": mc, "beta": beta, "jitter": j, "ratio": j / baseline,
+                         "lag_frames": float(np.median(lags)) if lags else float("nan")})
+    return rows
+
+
 def _frames(path: Path, max_frames: int = 0):
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -264,8 +299,13 @@ def _timed(path: Path, process, max_frames: int, warmup: int) -> tuple[float, li
     return len(outputs) / wall, outputs
 
 
-def _largest_sequences_per_frame(faces_per_frame: list[list[Any]]) -> list[np.ndarray]:
-    """Per-frame detection has no ids: follow the largest face, split where it is missing or jumps."""
+def _largest_sequences(faces_per_frame: list[list[Any]], attr: str = "landmarks") -> list[np.ndarray]:
+    """The largest face of each frame, as sequences of ``(T, K, 2)`` points (``attr`` of the face).
+
+    Jitter is compared on the same face whatever the method: per frame the largest box; a sequence ends
+    where a frame has no face or the largest face is another one (another track id, or for per-frame
+    detection, which has no ids, a box overlapping the previous one at IoU < 0.3).
+    """
     from facelandmarks.detect.matching import box_iou
 
     seqs, cur, prev = [], [], None
@@ -276,23 +316,32 @@ def _largest_sequences_per_frame(faces_per_frame: list[list[Any]]) -> list[np.nd
             cur, prev = [], None
             continue
         f = max(faces, key=lambda x: float((x.box[2] - x.box[0]) * (x.box[3] - x.box[1])))
-        if prev is not None and box_iou(prev[None], f.box[None])[0, 0] < 0.3:
-            seqs.append(np.stack(cur))
-            cur = []
-        cur.append(f.landmarks)
-        prev = f.box
+        if prev is not None:
+            same = (f.track_id == prev.track_id) if hasattr(f, "track_id") else box_iou(prev.box[None], f.box[None])[0, 0] >= 0.3
+            if not same:
+                seqs.append(np.stack(cur))
+                cur = []
+        cur.append(getattr(f, attr))
+        prev = f
     if cur:
         seqs.append(np.stack(cur))
     return seqs
 
 
-def _track_sequences(results: list[Any], which: int | None = None) -> dict[int, np.ndarray]:
-    """Landmarks per track id over consecutive frames (the longest-lived track when ``which`` is None)."""
+def _track_sequences(results: list[Any], attr: str = "landmarks") -> dict[int, np.ndarray]:
+    """``(T, K, 2)`` landmarks (``attr``: ``landmarks`` or ``raw``) per track id (a track is in consecutive
+    frames from its start to its end)."""
     by_id: dict[int, list[np.ndarray]] = {}
     for r in results:
         for f in r.faces:
-            by_id.setdefault(f.track_id, []).append(f.landmarks)
+            by_id.setdefault(f.track_id, []).append(getattr(f, attr))
     return {k: np.stack(v) for k, v in by_id.items()}
+
+
+def _meta(path: Path) -> dict:
+    from facelandmarks.model.checkpoint import read_checkpoint
+
+    return dict(read_checkpoint(path).get("meta") or {})
 
 
 def run_video(model_path: Path, options: VideoBenchOptions | None = None, params_path: str = "params.yaml") -> dict:
@@ -315,7 +364,8 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     out: dict[str, Any] = {"threads": opts.threads, "params": vp.model_dump(),
                            "model": {"source": str(model_path), "backbone": lm.config.backbone,
                                      "head": lm.config.head, "input_size": lm.config.input_size,
-                                     "flip_test": bool(getattr(lm.config, "flip_test", False))}}
+                                     "flip_test": bool(getattr(lm.config, "flip_test", False)),
+                                     "meta": _meta(model_path)}}
     fps_src = _fps_of(SPEAKER)
 
     # speed + jitter on the speaker clip
@@ -343,22 +393,26 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
         speed["dlib_fps"], _ = _timed(SPEAKER, lambda k, t, f: dlib(f), opts.max_frames, min(opts.warmup, 3))
     out["speed"] = speed
 
-    smooth_seqs, raw_seqs = _track_sequences(tracked), _track_sequences(raw)
-    lags = [smoothing_lag(raw_seqs[k], smooth_seqs[k]) for k in smooth_seqs if k in raw_seqs
-            and len(raw_seqs[k]) == len(smooth_seqs[k])]
+    smooth_seqs = _largest_sequences([r.faces for r in tracked])
+    # the lag: the smoothed points against the network's own points of the SAME run (before smoothing)
+    before = _largest_sequences([r.faces for r in tracked], "raw")
+    lags = [smoothing_lag(b, s) for b, s in zip(before, smooth_seqs)]
     lags = [x for x in lags if np.isfinite(x)]
-    longest = max(smooth_seqs, key=lambda k: len(smooth_seqs[k])) if smooth_seqs else None
+    ids = _track_sequences(tracked)
     out["jitter"] = {
         "video": SPEAKER.name,
-        "per_frame_detection": jitter(_largest_sequences_per_frame(per_frame)),
-        "tracking_raw": jitter(list(raw_seqs.values())),
-        "tracking_smoothed": jitter(list(smooth_seqs.values())),
+        "face": "the largest face of each frame",
+        "per_frame_detection": jitter(_largest_sequences(per_frame)),
+        "tracking_raw": jitter(_largest_sequences([r.faces for r in raw])),
+        "tracking_smoothed": jitter(smooth_seqs),
         "lag_frames": float(np.median(lags)) if lags else float("nan"),
-        "longest_track_frames": int(len(smooth_seqs[longest])) if longest is not None else 0,
-        "tracks": len(smooth_seqs),
+        "longest_track_frames": max((len(v) for v in ids.values()), default=0),
+        "tracks": len(ids),
     }
     j = out["jitter"]
     j["ratio_smoothed_vs_detection"] = j["tracking_smoothed"]["mean"] / j["per_frame_detection"]["mean"]
+    j["sweep"] = smoothing_sweep(dict(enumerate(_largest_sequences([r.faces for r in raw]))), fps_src,
+                                 j["per_frame_detection"]["mean"])
 
     # coverage on the street clip
     street_fps = _fps_of(STREET)
@@ -431,10 +485,19 @@ def markdown(r: dict) -> str:
         ("street clip 1920x1080: fps tracking / MTCNN alone", f"{c['tracking_fps']:.1f} / {c['detection_only_fps']:.1f}"),
     ]
     lines = ["| video benchmark | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
+    if j.get("sweep"):
+        lines += ["", "One Euro settings on the same tracks (jitter / per-frame detection's, lag in frames):", "",
+                  "| min_cutoff (Hz) | beta | jitter ratio | lag |", "|---|---|---|---|"]
+        lines += [f"| {x['min_cutoff']} | {x['beta']} | {x['ratio']:.2f} | {x['lag_frames']:.2f} |" for x in j["sweep"]]
     m = r["model"]
     lines.append("")
-    lines.append(f"Model: {m['source']} ({m['backbone']}, {m['head']}, {m['input_size']} px, flip test "
-                 f"{'on' if m['flip_test'] else 'off'}); torch threads: {r['threads']}.")
+    lines.append(f"Model: {m['source']} ({m['backbone']}, {m['head']}, {m['input_size']} px; flip test "
+                 f"{'on' if m['flip_test'] else 'off'} per photo, {'on' if r['params']['flip_test'] else 'off'} in "
+                 f"video mode); torch threads: {r['threads']}; MTCNN every {r['params']['tracker']['detect_every']} "
+                 f"frames at most; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
+                 f"{r['params']['smoothing']['beta']}.")
+    if m.get("stand_in"):
+        lines.append(f"NOTE: {m['stand_in']}.")
     return "\n".join(lines) + "\n"
 
 

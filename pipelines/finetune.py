@@ -1,6 +1,7 @@
 """DVC stage `finetune`: models/pretrain + augmented InfAnFace crops -> models/finetune/model.pt + reports/finetune.json."""
 
+from facelandmarks.train.distributed import stage_entry
 from facelandmarks.train.finetune_stage import main
 
 if __name__ == "__main__":
-    main()
+    stage_entry(main, __file__)  # under torchrun when train.distributed.nproc_per_node > 1

@@ -178,7 +178,12 @@ def _landmark_box_crops(faces, size: int = 64):
     ``faces``: iterable of ``(face_id, photo path, (68, 2) landmarks)``. Returns a train.dataset.Faces."""
     import numpy as np
 
-    from facelandmarks.crop.geometry import crop_square, invert_affine, map_points, square_box
+    from facelandmarks.crop.geometry import (
+        crop_square,
+        invert_affine,
+        map_points,
+        square_box,
+    )
     from facelandmarks.data.table import landmarks_bbox
     from facelandmarks.io.images import read_image
     from facelandmarks.train.dataset import Faces

@@ -42,6 +42,28 @@ def _results() -> dict:
                   "cpu": {"landmark_model": {"batch_1": {"median_ms": 6.5, "batch": 1}, "batch_32": {"median_ms": 1.5, "batch": 32}},
                           "end_to_end": {"median_ms": 120.0, "faces_per_frame": 1.0, "frame_size": "640x360"}}},
         "training": {"throughput": {"pretrain": {"images_per_s": 180.0, "device": "cpu"}}},
+        "serving": _serving(),
+    }
+
+
+def _serving() -> dict:
+    """A serving section as benchmarks/serving_load.py's ``run_serving`` writes it (one bad upload answered 500)."""
+    log = {"lines": 120, "tracebacks": 1, "client_error_lines": 99, "log": "benchmarks/out/serving/batching_off.log"}
+    return {
+        "payload": "`obama.jpg`", "target": ".",
+        "bad_uploads": {"not_an_image": {"bytes": 5000, "expect": 400}, "oversized": {"bytes": 68157440, "expect": 413}},
+        "batching_on": {"requests": 100, "concurrency": 16, "good": 100, "bad": 0, "errors": 0, "rps": 3.94,
+                        "p50_ms": 3900.0, "p95_ms": 4400.0, "status_counts": {"200": 100}, "non_2xx": {},
+                        "bad_by_kind": {}, "endpoint": "/landmark_batch", "alive_after": True,
+                        "server_log": {**log, "tracebacks": 0, "client_error_lines": 0,
+                                       "log": "benchmarks/out/serving/batching_on.log"}},
+        "batching_off": {"requests": 1000, "concurrency": 16, "good": 900, "bad": 100, "errors": 1, "rps": 3.5,
+                         "p50_ms": 4100.0, "p95_ms": 4900.0, "status_counts": {"200": 900, "400": 50, "413": 49, "500": 1},
+                         "non_2xx": {"400": {"not a readable image": 50}, "413": {"upload of # MiB exceeds": 49},
+                                     "500": {"unexpected | error": 1}},
+                         "bad_by_kind": {"not_an_image": {"400": 50}, "oversized": {"413": 49, "500": 1}},
+                         "endpoint": "/faces", "alive_after": False, "server_log": log},
+        "note": "1000 requests from 16 clients.",
     }
 
 
@@ -106,3 +128,30 @@ def test_skipped_sections_keep_previous_figures():
     assert merged["training"]["repro"]["wall_s"] == 1800.0  # no new repro timing: the last one is kept
     assert merged["generated"] == "2025-02-01T00:00:00Z"
     assert "Accuracy" in render_readme_block(merged)
+
+
+def test_serving_table_shows_statuses_bad_uploads_and_logs(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    write_report(_results(), tmp_path / "results.json", tmp_path / "results.md", readme)
+    block = readme.read_text().split(START_MARKER)[1].split(END_MARKER)[0]
+    # rows labelled by endpoint; statuses counted, 5xx and the dead server called out
+    assert ("| `/landmark_batch` (adaptive batching) | 16 | 100 (0 bad) | 3.9 | 3900 ms | 4400 ms | 200: 100 | 0 | 0 "
+            "| yes |") in block
+    assert ("| `/faces` (one photo per request) | 16 | 1000 (100 bad) | 3.5 | 4100 ms | 4900 ms "
+            "| 200: 900, 400: 50, 413: 49, 500: 1 | 1 | 1 | **no** |") in block
+    md = (tmp_path / "results.md").read_text()
+    assert "| not an image | 5000 B | 400 | 400: 50 |" in md  # bad uploads: only the mode that got them
+    assert "| oversized | 65.00 MiB | 413 | 413: 49, 500: 1 |" in md
+    assert "500 unexpected \\| error x1" in md  # a cause with a pipe does not break the table
+    assert "| 1 | 99 | `benchmarks/out/serving/batching_off.log` |" in md
+
+
+def test_serving_table_of_an_older_run_without_the_new_fields():
+    old = {"batching_on": {"requests": 100, "concurrency": 8, "errors": 5, "rps": 6.5, "p50_ms": 1205.0,
+                           "p95_ms": 1300.0, "endpoint": "/faces_batch"},
+           "batching_off": {"missing": "the service has no /faces endpoint", "endpoint": "/faces"}}
+    block = render_readme_block({"serving": old})
+    assert ("| `/faces_batch` (adaptive batching) | 8 | 100 (0 bad) | 6.5 | 1205 ms | 1300 ms | n/a | n/a | 5 | n/a |"
+            in block)
+    assert "not measured: the service has no /faces endpoint" in block

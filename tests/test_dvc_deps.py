@@ -227,7 +227,7 @@ def test_stage_params_per_key(name):
     assert declared, f"stage {name} declares no params"
     for key in declared:
         assert _has(params, key), f"dvc.yaml stage {name!r}: param {key!r} is not in params.yaml"
-    covered = lambda k, keys: any(k == d or k.startswith(d + ".") for d in keys)  # noqa: E731
+    covered = lambda k, keys: any(k == d or k.startswith(d + ".") for d in keys)
     for section in sorted({k.split(".")[0] for k in declared}):
         if not isinstance(params.get(section), dict):
             continue

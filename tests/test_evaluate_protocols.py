@@ -141,3 +141,16 @@ def test_a_face_the_detector_misses_is_a_failure_in_the_all_faces_row(annotation
     assert row["auc_08"] == pytest.approx((n - 1) / n, abs=1e-5)
     # the mean NME is over ALL faces: the miss is scored from its fallback box (the oracle is exact there too)
     assert row["nme_inter_ocular"] == 0.0 and row["nme_inter_ocular_detected"] == 0.0
+
+
+def test_end_to_end_evaluation_detects_faces_as_the_service_does():
+    """The end-to-end rows measure the product: the same MTCNN score floor and detection size as `serve`."""
+    from facelandmarks.evaluate.config import EvaluateParams
+    from facelandmarks.params import load_params, section
+    from facelandmarks.serving.config import ServeParams
+
+    params = load_params("params.yaml")
+    ev = section(params, "evaluate", EvaluateParams)
+    sv = section(params, "serve", ServeParams)
+    assert ev.detector_min_score == sv.detect_min_score
+    assert (ev.detector_max_side or 0) == (sv.detect_max_side or 0)

@@ -13,7 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from facelandmarks.fsutil import atomic_dir, atomic_path, remove_stale_temporaries, stale_temporaries, write_json
+from facelandmarks.fsutil import (
+    atomic_dir,
+    atomic_path,
+    remove_stale_temporaries,
+    stale_temporaries,
+    write_json,
+)
 
 
 def _python(code: str, cwd: Path, **kw) -> subprocess.Popen:
@@ -108,10 +114,9 @@ def test_a_live_writers_temporary_is_left_alone(tmp_path):
 
 def test_a_failed_write_leaves_nothing(tmp_path):
     out = tmp_path / "x" / "table.parquet"
-    with pytest.raises(RuntimeError):
-        with atomic_path(out) as tmp:
-            tmp.write_bytes(b"half")
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("boom")
     assert list(out.parent.iterdir()) == []
 
 
@@ -122,7 +127,7 @@ def test_the_augment_stage_killed_then_rerun(small_crops, tmp_path):
     its next run removes it and writes the complete output."""
     from facelandmarks.data.table import write_table
 
-    crops, _, crops_dir = small_crops
+    crops, _, _ = small_crops
     write_table(crops, tmp_path / "crops.parquet")
     params = {
         "seed": 1,

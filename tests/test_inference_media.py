@@ -128,3 +128,30 @@ def test_annotate_clip_from_a_real_video(tiny_checkpoint):
     j = clip_json(result)
     assert [fr["index"] for fr in j["frames"]] == [0, clip.step, 2 * clip.step]
     assert len(j["frames"][0]["faces"][0]["landmarks"]) == 68
+
+
+@pytest.mark.slow
+def test_track_clip_of_a_gif_draws_track_ids_and_writes_json_lines(tiny_checkpoint, tmp_path):
+    """A GIF through the tracker (what ``predict`` and ``/annotate_gif`` do): drawn frames, one JSON line per frame."""
+    import json
+
+    from facelandmarks import FaceLandmarker
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import MediaLimits, open_clip, resize_max_side, write_gif
+    from facelandmarks.video import VideoLandmarker, track_clip, tracks_summary, write_jsonl
+
+    photo = resize_max_side(read_image(DEMO / "face_recognition__two_people.jpg"), 400)
+    write_gif([np.roll(photo, 4 * k, axis=1) for k in range(4)], tmp_path / "clip.gif", fps=10)
+    clip = open_clip(tmp_path / "clip.gif", MediaLimits(max_frames=10, fps=10))
+    result = track_clip(VideoLandmarker(FaceLandmarker.load(tiny_checkpoint, device="cpu")), clip, max_side=200)
+    assert len(result.results) == len(result.frames) == 4 and max(result.frames[0].shape[:2]) == 200
+    assert result.results[0].detector and result.detector_runs >= 1
+    assert [r.index for r in result.results] == [0, 1, 2, 3]
+    assert {f.track_id for f in result.results[0].faces} == {1, 2}  # the two people
+    summary = tracks_summary(result.results)
+    assert [t["track"] for t in summary][:2] == [1, 2] and summary[0]["first"] == 0
+    write_jsonl(tmp_path / "out" / "clip.jsonl", result.results)
+    lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and json.loads(lines[2])["frame"] == 2
+    assert json.loads(lines[0])["time"] == 0.0 and json.loads(lines[1])["time"] == pytest.approx(0.1)
+    assert len(json.loads(lines[0])["faces"][0]["landmarks"]) == 68

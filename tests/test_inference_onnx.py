@@ -38,3 +38,18 @@ def test_a_file_that_is_not_an_exported_network_is_refused_by_name(tmp_path):
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ValueError, match="broken.onnx"):
         OnnxLandmarkNetwork(bad)
+
+
+@pytest.mark.slow
+def test_export_command_writes_a_runnable_onnx_file(tiny_checkpoint, tmp_path):
+    from typer.testing import CliRunner
+
+    from facelandmarks.cli import app
+
+    out = tmp_path / "exported" / "model.onnx"
+    result = CliRunner().invoke(app, ["export", str(out), "--model", str(tiny_checkpoint)])
+    assert result.exit_code == 0, result.output
+    net = OnnxLandmarkNetwork(out)
+    assert net.predict_crops(np.zeros((2, net.config.input_size, net.config.input_size, 3), np.uint8)).shape == (2, 68, 2)
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "x.onnx"), "--model", str(tmp_path / "nope.pt")])
+    assert missing.exit_code == 2 and "nope.pt" in missing.output

@@ -4,11 +4,18 @@ loading back without executing code."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
 
-from facelandmarks.registry.decision import CompareParams, Measurement, compare, decide, higher_is_better
+from facelandmarks.registry.decision import (
+    CompareParams,
+    Measurement,
+    compare,
+    decide,
+    higher_is_better,
+)
 
 
 def _measured(ch: float | None, cp: float | None, faces: int = 30, dataset: str = "infanface") -> Measurement:
@@ -57,8 +64,8 @@ def better_checkpoint(tiny_checkpoint, small_crops, tmp_path_factory):
     """A second real model that has learnt more: :func:`tiny_checkpoint` trained for 16 more epochs on the same
     real crops by the training code (:func:`facelandmarks.train.loop.fit`). Returns its ``model.pt``."""
     import torch
-
     from conftest import ROOT
+
     from facelandmarks.model.checkpoint import load_checkpoint
     from facelandmarks.schemes import get_scheme
     from facelandmarks.train.dataset import FaceDataset, load_faces
@@ -94,10 +101,15 @@ def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotat
 
     from facelandmarks import FaceLandmarker
     from facelandmarks.data.table import write_table
-    from facelandmarks.registry.stage import main
+    from facelandmarks.registry.stage import SPLITS_ARTIFACT, main
 
+    # the champion-to-be is registered from a pipeline whose splits put two of today's InfAnFace val faces in train
+    faces = _faces(annotations)
+    infant_val = faces.index[(faces["dataset"] == "infanface") & (faces["split"] == "val")]
+    old_splits = faces.copy()
+    old_splits.loc[infant_val[:2], "split"] = "train"
     table = tmp_path / "annotations.parquet"
-    write_table(_faces(annotations), table)
+    write_table(old_splits, table)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     params = {
         "seed": 0, "scheme": "ibug68",
@@ -123,16 +135,17 @@ def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotat
     assert first["challenger"]["version"] == "1" and first["champion_after"] == "1"
     assert first["reason"].startswith("no champion yet") and first["selection_split"] == "val"
     target, guard = first["comparisons"]["target"], first["comparisons"]["guard"]
-    assert (target["dataset"], target["split"], target["faces"]) == ("infanface", "val", 6)
+    assert (target["dataset"], target["split"], target["faces"]) == ("infanface", "val", 4)
     assert (guard["dataset"], guard["split"], guard["faces"]) == ("300w", "val", 6)
     assert target["min_improvement"] == 0.002 and guard["max_regression"] == 0.003
     assert target["challenger"] > 0 and target["champion"] is None
     assert set(first["reported_only"]) == {"infanface/test", "300w/test"}
     assert first["reported_only"]["infanface/test"]["faces"] == 4
 
-    again = run()  # unchanged: nothing new is registered, the alias stays
+    write_table(faces, table)  # today's splits: the two faces are validation faces again
+    again = run()  # unchanged checkpoint: nothing new is registered, the alias stays
     assert not again["registered_new_version"] and not again["promoted"] and again["champion_after"] == "1"
-    assert again["comparisons"]["target"]["challenger"] == pytest.approx(target["challenger"])
+    assert again["comparisons"]["target"]["faces"] == 6
 
     # 2. a better challenger, but the margin asked for is out of reach: registered, not promoted
     params["register"]["checkpoint"] = str(better_checkpoint)
@@ -140,8 +153,10 @@ def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotat
     assert strict["registered_new_version"] and strict["challenger"]["version"] == "2"
     assert not strict["promoted"] and strict["champion_after"] == "1" and strict["champion_before"]["version"] == "1"
     t = strict["comparisons"]["target"]
-    # both models measured now on the same faces; the champion's number is the one measured when it entered
-    assert t["faces"] == 6 and t["champion"] == pytest.approx(target["challenger"], abs=1e-6)
+    # both models measured now on the same faces, less the two the champion was trained on (its split record)
+    assert strict["champion_before"]["trained_on_faces_left_out"] == {
+        "infanface/val": 2, "300w/val": 0, "infanface/test": 0, "300w/test": 0}
+    assert t["faces"] == 4 and t["champion"] == pytest.approx(target["challenger"], abs=1e-6)
     assert t["gain"] == pytest.approx(t["champion"] - t["challenger"], abs=1e-6) and "< required 0.5" in strict["reason"]
 
     # 3. default margins: the longer trained model beats the champion on infants, within the margin on adults
@@ -166,17 +181,59 @@ def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotat
     assert m["target_challenger_nme_inter_ocular"] == pytest.approx(t["challenger"])
     assert m["target_champion_nme_inter_ocular"] == pytest.approx(t["champion"])
     assert m["guard_champion_nme_inter_ocular"] == pytest.approx(g["champion"])
-    assert m["target_faces"] == 6 and m["guard_faces"] == 6 and m["target_margin"] == 0.002 and m["guard_margin"] == 0.003
+    assert m["target_faces"] == 4 and m["guard_faces"] == 6 and m["target_margin"] == 0.002 and m["guard_margin"] == 0.003
     assert "reported_infanface_test_challenger_nme_inter_ocular" in m
 
     champion = FaceLandmarker.load("models:/facelandmarks@champion", device="cpu", tracking_uri=uri)
     assert champion.checkpoint_sha256 == promoted["challenger"]["checkpoint_sha256"]
+    record = client.download_artifacts(client.get_model_version("facelandmarks", "2").run_id, SPLITS_ARTIFACT, str(tmp_path))
+    assert Path(record).read_text().count("\n") == len(faces) + 1  # the version's split record: header + one row per face
     pyfunc = mlflow.pyfunc.load_model("models:/facelandmarks/1")
     from conftest import RAW
+
     from facelandmarks.io.images import read_image
 
-    [faces] = pyfunc.predict(read_image(RAW / "demo" / "images" / "face_recognition__obama.jpg"))
-    assert len(faces) == 1 and len(faces[0]["landmarks"]) == 68
+    photo = read_image(RAW / "demo" / "images" / "face_recognition__obama.jpg")
+    [faces] = pyfunc.predict(photo)  # MLflow's generic API gives what the product's API gives
+    direct = FaceLandmarker.load("models:/facelandmarks/1", device="cpu", tracking_uri=uri)(photo)
+    assert faces == [f.to_dict() for f in direct] and len(faces) >= 1
+    assert all(len(f["landmarks"]) == 68 for f in faces)
+
+
+@pytest.mark.slow
+@pytest.mark.needs_data
+def test_a_champion_without_split_record_is_flagged(tiny_checkpoint, better_checkpoint, annotations, tmp_path,
+                                                   monkeypatch):
+    """A champion registered before split records were kept: compared on all of today's validation faces, and
+    the report says it may have been trained on some of them."""
+    import mlflow
+
+    from facelandmarks.data.table import write_table
+    from facelandmarks.registry.models import SHA_TAG, log_landmark_model, sha256_file
+    from facelandmarks.registry.stage import main
+
+    table = tmp_path / "annotations.parquet"
+    write_table(_faces(annotations, n_val=3, n_test=1), table)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)
+    exp = mlflow.create_experiment("register-test", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp):  # an older version: model and tags, no split record
+        log_landmark_model(tiny_checkpoint, registered_model_name="facelandmarks",
+                           tags={SHA_TAG: sha256_file(tiny_checkpoint)})
+    client = mlflow.MlflowClient()
+    client.set_model_version_tag("facelandmarks", "1", SHA_TAG, sha256_file(tiny_checkpoint))
+    client.set_registered_model_alias("facelandmarks", "champion", "1")
+    params = {"seed": 0, "scheme": "ibug68",
+              "tracking": {"experiment": "register-test", "tracking_uri": uri},
+              "register": {"checkpoint": str(better_checkpoint), "annotations": str(table), "device": "cpu",
+                           "num_threads": 1, "report": str(tmp_path / "register.json"), "compare": {"report_splits": []}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    report = main(str(tmp_path / "params.yaml"))
+    assert report["champion_before"]["version"] == "1" and report["champion_before"]["trained_on_faces_left_out"] is None
+    assert report["comparisons"]["target"]["faces"] == 3 and report["reported_only"] == {}
+    assert "has no record of its splits" in report["reason"] and report["champion_after"] == "2"
 
 
 class _Payload:

@@ -39,7 +39,7 @@ def _png(arr: np.ndarray, **kw) -> bytes:
 
 #: the test server's ``serve`` section: the tiny model, low limits (cheap oversized uploads), one worker with
 #: two request threads, and a detection size for serving.
-SERVE_PARAMS = {"device": "cpu", "workers": 1, "threads": 2, "num_threads": 1, "detect_max_side": 960,
+SERVE_PARAMS = {"device": "cpu", "workers": 1, "threads": 2, "num_threads": 1, "detect_max_side": 640,
                 "max_batch_files": 3, "max_batch_mb": 4,
                 "limits": {"max_pixels": MAX_PIXELS, "max_frames": 4, "fps": 4, "max_side": 240, "max_upload_mb": 2}}
 
@@ -289,8 +289,8 @@ def test_info_says_what_is_served(server, tiny_checkpoint):
     assert info["checkpoint_sha256"] == hashlib.sha256(tiny_checkpoint.read_bytes()).hexdigest()
     assert info["backbone"] == "mobilenetv3_small_050" and info["head"] == "heatmap"
     assert info["limits"]["max_pixels"] == MAX_PIXELS and info["limits"]["max_upload_mb"] == 2
-    assert info["detector_max_side"] == 960 and info["max_batch_files"] == 3
-    assert (info["workers"], info["threads"], info["num_threads"]) == (1, 2, 1)
+    assert info["detector_max_side"] == 640 and info["detector_min_score"] == 0.9 and info["max_batch_files"] == 3
+    assert (info["workers"], info["threads"], info["num_threads"], info["max_concurrency"]) == (1, 2, 1, 64)
     assert info["max_request_mb"]["/faces"] == round(2 + 64 / 1024, 2) and info["max_request_mb"]["/faces_batch"] == 4
     # the web page at /, its files, and BentoML's API page moved to /docs; the API itself is untouched
     page = requests.get(f"{server}/", timeout=30)

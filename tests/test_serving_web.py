@@ -1,7 +1,8 @@
 """The web page in a real browser: the system's headless Chromium (Debian's ``chromium`` + ``chromium-driver``,
 installed by ``.ci/run``), driven by Selenium, against a real ``bentoml serve`` on 127.0.0.1.
 
-Screenshots and downloads of a run are kept in the test's temporary folder (printed with ``-s``). Set
+Screenshots and downloads of a run are kept in ``<system temp>/facelandmarks-artefacts/web`` (or
+``$FACELANDMARKS_TEST_ARTEFACTS/web``; printed with ``-s``). Set
 ``FACELANDMARKS_WEB_FIGURE=reports/figures/web_page.png`` to also write the README's screenshot (a demo photo),
 and ``FACELANDMARKS_WEB_MODEL=<checkpoint or models:/ URI>`` to serve that model instead of the tests' tiny one.
 """
@@ -20,6 +21,7 @@ import pytest
 import requests
 from conftest import RAW, ROOT
 from test_serving_http import bentoml_serve
+
 pytestmark = pytest.mark.needs_data  # reads data/raw (dvc pull); `make unit` deselects it
 
 DEMO = RAW / "demo" / "images"
@@ -42,9 +44,13 @@ def served(request, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def artefacts(tmp_path_factory) -> Path:
-    """Where screenshots and downloads of this run go."""
-    folder = tmp_path_factory.mktemp("web-artefacts")
+def artefacts() -> Path:
+    """Where screenshots and downloads of this run go: ``FACELANDMARKS_TEST_ARTEFACTS/web``, else
+    ``<system temp>/facelandmarks-artefacts/web`` (emptied first; kept after the run for a person or CI to look at)."""
+    base = Path(os.environ.get("FACELANDMARKS_TEST_ARTEFACTS") or Path(tempfile.gettempdir()) / "facelandmarks-artefacts")
+    folder = base / "web"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
     print(f"\nweb page test artefacts: {folder}")
     return folder
 

@@ -16,12 +16,30 @@ pytestmark = pytest.mark.slow  # every test here uses the briefly trained model 
 
 @pytest.fixture(scope="module")
 def landmarker(tiny_checkpoint):
+    """The conftest's briefly trained model: its points are NOT good enough to follow a face."""
     import torch
 
     from facelandmarks import FaceLandmarker
 
     torch.set_num_threads(1)
     return FaceLandmarker.load(tiny_checkpoint, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def follower(tmp_path_factory):
+    """A model whose points follow a face: MobileNetV2 from its pinned ImageNet weights (offline file),
+    trained 4 epochs on 800 real 300-W faces at 96 px (about a minute on 2 cores; validation NME ~0.11),
+    by the benchmark's own stand-in trainer (:func:`benchmarks.video.stand_in_checkpoint`)."""
+    import torch
+
+    from benchmarks.video import stand_in_checkpoint
+    from facelandmarks import FaceLandmarker
+
+    torch.set_num_threads(1)
+    path = stand_in_checkpoint(tmp_path_factory.mktemp("follower"), seconds=None, faces=800, epochs=4,
+                               model={"backbone": "mobilenetv2_100", "pretrained": "imagenet", "head": "heatmap",
+                                      "head_channels": 32, "flip_test": False}, input_size=96)
+    return FaceLandmarker.load(path, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +77,20 @@ def test_detection_on_every_frame_gives_the_photo_predictors_landmarks(landmarke
             assert g.detected and g.score == pytest.approx(w.score)
     first = {f.track_id for f in results[0].faces}
     assert first == set(range(1, len(results[0].faces) + 1))
-    assert all({f.track_id for f in r.faces} == first for r in results)  # the same faces keep their ids
+    ids = [sorted(f.track_id for f in r.faces) for r in results]
+    assert all(first <= set(i) for i in ids), ids  # the same faces keep their ids
+    assert all(min(set(i) - first, default=99) > max(first) for i in ids), ids  # a face found later gets a new id
 
 
-def test_the_detector_runs_every_n_frames_and_tracks_keep_their_ids(landmarker, frames):
+def test_the_detector_runs_every_n_frames_and_tracks_keep_their_ids(follower, frames):
     from facelandmarks.video import VideoLandmarker
 
-    video = VideoLandmarker(landmarker, _params(5))
+    video = VideoLandmarker(follower, _params(5))
     results = list(video.track(frames[:20], fps=30.0))  # one shot, before the cut
     ran = [r.index for r in results if r.detector]
-    assert {0, 5, 10, 15} <= set(ran) and len(ran) <= 10, ran
+    # never more than 5 frames without MTCNN, but most frames without it (a quality check may add a run)
+    assert ran[0] == 0 and all(b - a <= 5 for a, b in zip(ran, ran[1:])) and 19 - ran[-1] < 5, ran
+    assert len(ran) <= 8, ran
     ids = [sorted(f.track_id for f in r.faces) for r in results]
     assert ids[0] and all(i == ids[0] for i in ids), ids  # nobody lost, nobody added, no id switch
     for r in results:
@@ -77,10 +99,10 @@ def test_the_detector_runs_every_n_frames_and_tracks_keep_their_ids(landmarker, 
             assert f.detected == r.detector  # between detector runs a face is tracked, not detected
 
 
-def test_a_cut_ends_the_old_tracks_and_new_faces_get_new_ids(landmarker, frames):
+def test_a_cut_ends_the_old_tracks_and_new_faces_get_new_ids(follower, frames):
     from facelandmarks.video import VideoLandmarker
 
-    video = VideoLandmarker(landmarker, _params(5))
+    video = VideoLandmarker(follower, _params(5))
     results = {r.index: r for r in video.track(frames[10:30], fps=30.0, start=10)}
     before = {f.track_id for f in results[19].faces}
     after = {f.track_id for f in results[29].faces}
@@ -89,7 +111,7 @@ def test_a_cut_ends_the_old_tracks_and_new_faces_get_new_ids(landmarker, frames)
     assert not any(f.track_id in before for i in range(22, 30) for f in results[i].faces)  # ended within 2 frames
 
 
-def test_a_face_that_leaves_the_frame_ends_its_track(landmarker):
+def test_a_face_that_leaves_the_frame_ends_its_track(follower):
     """A real face slides out of a black 480x360 frame: its track ends, and nothing is tracked on the empty frame."""
     from facelandmarks.io.images import read_image
     from facelandmarks.media import resize_max_side
@@ -103,7 +125,7 @@ def test_a_face_that_leaves_the_frame_ends_its_track(landmarker):
         if x < 480:
             canvas[60 : 60 + h, x : min(480, x + w)] = face[:, : min(w, 480 - x)]
         seq.append(canvas)
-    video = VideoLandmarker(landmarker, _params(4))
+    video = VideoLandmarker(follower, _params(4))
     results = list(video.track(seq, fps=25.0))
     assert [f.track_id for f in results[0].faces] == [1]
     gone = xs.index(480)  # first frame without the face
@@ -111,15 +133,15 @@ def test_a_face_that_leaves_the_frame_ends_its_track(landmarker):
     assert all(f.track_id == 1 for r in results for f in r.faces)  # no phantom track started
 
 
-def test_smoothing_changes_only_the_points_not_the_tracking(landmarker, frames):
-    """The next box comes from the raw landmarks, so smoothing on or off gives the same tracks and
-    detector runs; the smoothed points move less from frame to frame."""
+def test_smoothing_steadies_the_points_and_keeps_the_ids(follower, frames):
+    """One Euro smoothing: the same faces with the same ids, points that move less from frame to frame,
+    close to the network's own points (kept in ``raw``)."""
     from facelandmarks.video import VideoLandmarker, frame_record
 
-    raw = list(VideoLandmarker(landmarker, _params(5)).track(frames[:20], fps=30.0))
-    smooth = list(VideoLandmarker(landmarker, _params(5, smooth=True)).track(frames[:20], fps=30.0))
-    assert [r.detector for r in raw] == [r.detector for r in smooth]
-    assert [[f.track_id for f in r.faces] for r in raw] == [[f.track_id for f in r.faces] for r in smooth]
+    raw = list(VideoLandmarker(follower, _params(5)).track(frames[:20], fps=30.0))
+    smooth = list(VideoLandmarker(follower, _params(5, smooth=True)).track(frames[:20], fps=30.0))
+    ids = [[f.track_id for f in r.faces] for r in smooth]
+    assert ids[0] and all(i == ids[0] for i in ids) and ids == [[f.track_id for f in r.faces] for r in raw]
 
     def moves(results):
         by_id: dict[int, list] = {}
@@ -128,7 +150,13 @@ def test_smoothing_changes_only_the_points_not_the_tracking(landmarker, frames):
                 by_id.setdefault(f.track_id, []).append(f.landmarks)
         return np.mean([np.linalg.norm(np.diff(np.stack(v), axis=0), axis=-1).mean() for v in by_id.values()])
 
-    assert moves(smooth) < moves(raw)
+    assert moves(smooth) < 0.8 * moves(raw)
+    for r in raw:  # without smoothing the output is the network's points
+        assert all(np.array_equal(f.landmarks, f.raw) for f in r.faces)
+    for r in smooth[1:]:
+        for f in r.faces:
+            side = float(f.box[2] - f.box[0])
+            assert 0 < np.linalg.norm(f.landmarks - f.raw, axis=-1).mean() < 0.1 * side
     rec = json.loads(json.dumps(frame_record(smooth[3])))
     assert rec["frame"] == 3 and rec["time"] == pytest.approx(0.1) and isinstance(rec["detector"], bool)
     face = rec["faces"][0]
@@ -152,3 +180,18 @@ def test_video_mode_skips_the_models_flip_test_unless_asked(tiny_checkpoint, fra
     same = VideoLandmarker(flipping, _params(5, flip_test=True)).landmarker
     np.testing.assert_allclose(same.landmarks_in_boxes(frames[0], boxes), want_flip, atol=1e-4)
     assert flipping.config.flip_test and flipping.model.config.flip_test  # the shared predictor is untouched
+
+
+def test_points_that_disagree_with_their_box_make_the_tracker_detect_instead_of_losing_the_face(landmarker, frames):
+    """The conftest model's points collapse inside the crop: every track fails the quality check, so MTCNN
+    runs on every frame and the faces keep their ids and detection boxes instead of shrinking away."""
+    from facelandmarks.video import VideoLandmarker
+
+    results = list(VideoLandmarker(landmarker, _params(5)).track(frames[:8], fps=30.0))
+    assert all(r.detector for r in results[1:])  # frame 0 detects anyway; then every frame asks again
+    ids = [sorted(f.track_id for f in r.faces) for r in results]
+    assert ids[0] and all(i == ids[0] for i in ids), ids
+    photo = landmarker(frames[7])
+    tracked = sorted((f.box for f in results[7].faces), key=lambda b: b[0])
+    for got, want in zip(tracked, sorted((f.box for f in photo), key=lambda b: b[0])):
+        np.testing.assert_allclose(got, want, atol=0.5)  # the box is the detection's, not the collapsed points'

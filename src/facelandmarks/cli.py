@@ -1,7 +1,7 @@
 """The ``facelandmarks`` command line (typer).
 
 ``facelandmarks repro`` runs the whole pipeline as one MLflow parent run; ``facelandmarks stage NAME``
-runs one DVC stage's code directly; ``predict``, ``live`` and ``schedule`` are the user-facing tools.
+runs one DVC stage's code directly; ``predict``, ``live``, ``export`` and ``schedule`` are the user-facing tools.
 """
 
 from __future__ import annotations
@@ -65,12 +65,16 @@ def repro(
 
 
 # user-facing tools, each in its own module (heavy imports happen inside the commands)
+from facelandmarks.commands.bento import bento  # noqa: E402
+from facelandmarks.commands.export import export  # noqa: E402
 from facelandmarks.commands.live import live  # noqa: E402
 from facelandmarks.commands.predict import predict  # noqa: E402
 from facelandmarks.commands.schedule import schedule  # noqa: E402
 
 app.command(name="predict")(predict)
 app.command(name="live")(live)
+app.command(name="export")(export)
+app.command(name="bento")(bento)
 app.command(name="schedule")(schedule)
 
 

@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_path", "atomic_dir", "write_json", "stale_temporaries", "remove_stale_temporaries"]
+__all__ = ["atomic_dir", "atomic_path", "remove_stale_temporaries", "stale_temporaries", "write_json"]
 
 log = logging.getLogger(__name__)
 
@@ -37,21 +37,12 @@ def _umask() -> int:
     return mask
 
 
-def _lock(path: Path) -> int:
-    """Open ``path`` (file or folder) and take an exclusive flock without waiting.
-
-    Returns:
-        the file descriptor holding the lock (close it to release).
-    Raises:
-        BlockingIOError: another open file description (a live writer) holds the lock.
-    """
-    fd = os.open(path, os.O_RDONLY)
+def _hold(fd: int) -> None:
+    """Lock a writer's own fresh temporary; a file system without locks only loses the stale-temporary cleanup."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    except OSError as e:
+        log.debug("no flock on this file system (%s): stale temporaries cannot be told from live ones", e)
 
 
 def _temporaries(path: Path) -> list[Path]:
@@ -80,13 +71,16 @@ def stale_temporaries(path: str | os.PathLike) -> list[Path]:
     out = []
     for p in _temporaries(Path(path)):
         try:
-            fd = _lock(p)
-        except BlockingIOError:
-            continue  # a live writer
+            fd = os.open(p, os.O_RDONLY)
         except OSError:
             out.append(p)  # unopenable (e.g. a dangling link): nobody can be writing it
             continue
-        os.close(fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            continue  # a live writer holds it (or the file system has no locks: then it is left alone)
+        finally:
+            os.close(fd)
         out.append(p)
     return out
 
@@ -122,7 +116,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
+    _hold(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -146,7 +140,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    fd = _lock(tmp)
+    fd = os.open(tmp, os.O_RDONLY)
+    _hold(fd)
     try:
         yield tmp
         os.chmod(tmp, 0o777 & ~_umask())

@@ -48,6 +48,11 @@ class EvaluateParams(StrictModel):
         thresholds: failure-rate / AUC thresholds (fractions of the normaliser).
         flags: per-face condition flags reported as subsets where a data set has them (InfAnFace).
         match_iou: end to end, a detection is an annotated face's at IoU >= this with its landmark box.
+        detector_min_score: end to end, detections MTCNN scores below this are dropped, as the product drops them
+            (``serve.detect_min_score``: the service and ``facelandmarks predict`` answer only such faces); None:
+            the model's stored ``crop.detector.min_score``.
+        detector_max_side: end to end, photos are downscaled to this longer side for MTCNN (``serve.detect_max_side``);
+            None or 0: the model's stored ``crop.detector.max_side``.
         ced: grid of the CED curves.
         max_faces: at most this many faces per data set and split (0 = all; for quick runs).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -76,6 +81,8 @@ class EvaluateParams(StrictModel):
     thresholds: list[float] = Field(default_factory=lambda: [0.08, 0.10])
     flags: list[str] = Field(default_factory=lambda: ["turned", "occluded", "expressive", "tilted"])
     match_iou: float = Field(0.3, ge=0.0, le=1.0)
+    detector_min_score: float | None = Field(None, ge=0.0, le=1.0)
+    detector_max_side: int | None = Field(None, ge=0)
     ced: CedParams = Field(default_factory=CedParams)
     max_faces: int = Field(0, ge=0)
     device: str = "auto"

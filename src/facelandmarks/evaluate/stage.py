@@ -58,17 +58,24 @@ def select_faces(df: pd.DataFrame, splits: list[str], max_faces: int = 0) -> pd.
 
 
 def load_runs(params: EvaluateParams, faces: pd.DataFrame) -> list[ModelRun]:
-    """Load every model of ``params.models`` (one shared MTCNN detector) with the faces it is measured on.
+    """Load every model of ``params.models`` (one shared MTCNN detector: the first model's stored settings with
+    ``detector_min_score`` / ``detector_max_side`` over them) with the faces it is measured on.
 
     Raises:
         facelandmarks.model.checkpoint.CheckpointError: a checkpoint is missing or unreadable.
     """
     from facelandmarks.inference import FaceLandmarker
 
+    from facelandmarks.detect.mtcnn import FaceDetector
+
     runs: list[ModelRun] = []
     detector = None
+    overrides = {"min_score": params.detector_min_score, "max_side": params.detector_max_side or None}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     for name, entry in params.models.items():
         lm = FaceLandmarker.load(entry.checkpoint, device=params.device, detector=detector)
+        if detector is None and overrides:  # the product's detection settings over the stored ones
+            lm.detector = FaceDetector(lm.detector.config.model_copy(update=overrides))
         detector = lm.detector
         rows = faces if not entry.datasets else faces[faces["dataset"].isin(entry.datasets)]
         runs.append(ModelRun(name, lm, set(rows["face_id"])))

@@ -8,9 +8,12 @@ Overrides are written into params.yaml before `dvc repro` (the same as `faceland
 through `dvc exp run -S`: that works without git commits or experiment refs, and the workspace afterwards
 holds exactly the params that dvc.lock records. As with `dvc exp run`, overridden values stay in params.yaml.
 
-Each Bento the flow builds carries the labels `champion_version` (the MLflow model version behind the alias
-`champion`) and `mlflow_parent_run`, so the flow can tell whether the current champion already has a Bento:
-a build that failed once is made up by the next run.
+The Bento is built by `facelandmarks bento` (src/facelandmarks/commands/bento.py): the champion's checkpoint goes
+into the BentoML model store first and the Bento packs it, so it serves that registry version without MLflow.
+Its labels `champion_version` (the MLflow model version behind the alias `champion` when it was imported),
+`registered_model`, `checkpoint_sha256` and `model` (the store tag) are read from the packed model; the flow adds
+`mlflow_parent_run`. So the flow can tell whether the current champion already has a Bento: a build that failed
+once is made up by the next run.
 """
 
 from __future__ import annotations
@@ -240,8 +243,6 @@ def dvc_repro(project_dir: str, parent_run_id: str, targets: Sequence[str] = (),
     return parse_repro_log(lines)
 
 
-_TAG = re.compile(r"__tag__:(\S+)")
-
 _LIST_SCRIPT = (
     "import json, bentoml; "
     "print(json.dumps([[str(b.tag), dict(b.info.labels)] for b in bentoml.bentos.list()]))"
@@ -263,23 +264,46 @@ def bentos_with_labels(project_dir: str | os.PathLike, labels: Mapping[str, str]
 
 
 @task(name="bentoml build", retries=1, retry_delay_seconds=30)
-def build_bento(project_dir: str, bentofile: str, labels: Mapping[str, str]) -> str:
-    """``bentoml build -f bentofile --label k=v ...`` in ``project_dir``; returns the new Bento's tag.
+def build_bento(project_dir: str, bentofile: str, labels: Mapping[str, str], model_uri: str | None = None) -> str:
+    """``facelandmarks bento`` in ``project_dir``: import the champion into the BentoML model store, then
+    ``bentoml build -f bentofile`` of a Bento that packs it; returns the new Bento's tag.
 
+    Args:
+        project_dir: the project's root (the build context).
+        bentofile: relative to ``project_dir``.
+        labels: extra Bento labels. ``champion_version``, ``registered_model`` (and the other
+            :data:`facelandmarks.serving.bento_model.MODEL_LABELS`) are not passed on: the Bento's are read from
+            the imported model; a difference from the ones given (the alias moved meanwhile) is logged.
+        model_uri: what to import; default ``models:/<labels["registered_model"]>@champion``, else
+            ``serve.model_uri`` of the project's params.
     Raises:
         FileNotFoundError: no bentofile.
-        facelandmarks.flows.steps.CommandFailed: the build failed (output in the message).
-        RuntimeError: the build printed no tag.
+        facelandmarks.flows.steps.CommandFailed: the import or the build failed (output in the message).
+        RuntimeError: the command printed no result.
     """
+    from facelandmarks.serving.bento_model import MODEL_LABELS
+
+    log = get_run_logger()
     path = Path(project_dir) / bentofile
     if not path.is_file():
         raise FileNotFoundError(f"{path}: bentofile not found, cannot build the Bento of the new champion")
-    cmd = [*tool("bentoml"), "build", "-f", bentofile, "-o", "tag"]
+    if model_uri is None and labels.get("registered_model"):
+        model_uri = f"models:/{labels['registered_model']}@champion"
+    cmd = [sys.executable, "-m", "facelandmarks.cli", "bento", "--bentofile", bentofile, "--json"]
+    cmd += ["--model", model_uri] if model_uri else []
     for k, v in labels.items():
-        cmd += ["--label", f"{k}={v}"]
-    lines = run_command(cmd, cwd=project_dir, logger=get_run_logger())
-    tags = [m.group(1) for line in lines if (m := _TAG.search(line))]
-    if not tags:
-        raise RuntimeError(f"`{' '.join(cmd)}` printed no Bento tag (expected a line __tag__:<name>:<version>)")
-    get_run_logger().info("built Bento %s", tags[-1])
-    return tags[-1]
+        if k not in MODEL_LABELS:
+            cmd += ["--label", f"{k}={v}"]
+    lines = run_command(cmd, cwd=project_dir, logger=log)
+    try:
+        result = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    except (StopIteration, json.JSONDecodeError) as e:
+        raise RuntimeError(f"`{' '.join(cmd)}` printed no JSON result line") from e
+    if not result.get("bento"):
+        raise RuntimeError(f"`{' '.join(cmd)}` built no Bento: {result}")
+    for k in MODEL_LABELS:
+        if k in labels and result["labels"].get(k) != str(labels[k]):
+            log.warning("Bento label %s is %s (read from the packed model), not %s as asked", k,
+                        result["labels"].get(k), labels[k])
+    log.info("built Bento %s serving %s", result["bento"], result["model"]["tag"])
+    return result["bento"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
 
 import cv2
@@ -106,7 +107,7 @@ def decode_image(
     except ImageReadError:
         raise
     except Exception as e:  # Pillow raises many types for bad data
-        raise ImageReadError(f"{source}: not a readable image ({type(e).__name__}: {e})") from e
+        raise ImageReadError(f"{source}: not a readable image ({_reason(e)})") from e
     arr = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if arr is None:
         # formats OpenCV lacks (e.g. some GIF/palette files): fall back to Pillow
@@ -117,7 +118,7 @@ def decode_image(
                     im = im.convert("RGBA" if "transparency" in im.info or im.mode == "LA" else "RGB")
                 rgb = np.asarray(im)
         except Exception as e:
-            raise ImageReadError(f"{source}: not a readable image ({type(e).__name__}: {e})") from e
+            raise ImageReadError(f"{source}: not a readable image ({_reason(e)})") from e
     else:
         if arr.ndim == 3 and arr.shape[2] == 3:
             rgb = cv2.cvtColor(arr, cv2.COLOR_BGR2RGB)
@@ -129,6 +130,13 @@ def decode_image(
     if orientation != 1:
         rgb = _apply_exif_orientation(rgb, orientation)
     return rgb
+
+
+def _reason(e: Exception) -> str:
+    """A library error as a stable, readable reason: Pillow names the in-memory file object (``<_io.BytesIO object
+    at 0x...>``), which changes every run and means nothing to the person who sent the file."""
+    text = re.sub(r"\s*<_io\.\w+ object at 0x[0-9a-f]+>", "", str(e)).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _apply_exif_orientation(rgb: np.ndarray, orientation: int) -> np.ndarray:

@@ -31,8 +31,18 @@ from facelandmarks.inference.landmarker import FaceLandmarker
 from facelandmarks.params import StrictModel
 from facelandmarks.schemes import get_scheme
 
-__all__ = ["TargetParams", "GuardParams", "CompareParams", "Measurement", "Comparison", "Decision",
-           "higher_is_better", "measure", "compare", "decide"]
+__all__ = [
+    "CompareParams",
+    "Comparison",
+    "Decision",
+    "GuardParams",
+    "Measurement",
+    "TargetParams",
+    "compare",
+    "decide",
+    "higher_is_better",
+    "measure",
+]
 
 NORMALISERS = ["inter_ocular", "inter_pupil", "box"]
 THRESHOLDS = [0.08, 0.10]
@@ -97,7 +107,7 @@ class CompareParams(StrictModel):
         return v
 
     @model_validator(mode="after")
-    def _disjoint(self) -> "CompareParams":
+    def _disjoint(self) -> CompareParams:
         if self.split in self.report_splits:
             raise ValueError(f"report_splits {self.report_splits} must not hold the selection split {self.split!r}")
         return self
@@ -206,7 +216,7 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, values rounded to 6 decimals."""
-        r = lambda v: None if v is None or not math.isfinite(v) else round(float(v), 6)  # noqa: E731
+        r = lambda v: None if v is None or not math.isfinite(v) else round(float(v), 6)
         return {"dataset": self.dataset, "split": self.split, "faces": self.faces,
                 "challenger": r(self.challenger), "champion": r(self.champion), "gain": r(self.gain),
                 "gain_se": r(self.gain_se),

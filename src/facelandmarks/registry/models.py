@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SHA_TAG", "sha256_file", "log_landmark_model", "find_version", "current_champion"]
+__all__ = ["SHA_TAG", "current_champion", "find_version", "log_landmark_model", "sha256_file"]
 
 SHA_TAG = "checkpoint_sha256"
 
@@ -76,9 +76,11 @@ def log_landmark_model(checkpoint: str | os.PathLike, registered_model_name: str
 
 def find_version(client: Any, model_name: str, sha256: str) -> Any | None:
     """The newest version of ``model_name`` holding the checkpoint with this sha256, or None."""
+    from mlflow.exceptions import MlflowException
+
     try:
         found = client.search_model_versions(f"name = '{model_name}' and tags.{SHA_TAG} = '{sha256}'")
-    except Exception:  # the registered model does not exist yet
+    except MlflowException:  # the registered model does not exist yet
         return None
     return max(found, key=lambda v: int(v.version)) if found else None
 

@@ -7,8 +7,10 @@ Steps (params.yaml ``register``):
 2. measure the challenger (this checkpoint) and the current ``@champion`` NOW, on the same VALIDATION
    faces (``register.compare``: crops protocol, inter-ocular NME by default): the target (InfAnFace val)
    and the guard (300-W val); the test splits are measured beside them for the report only;
+   Faces the champion was trained on (the ``train`` rows of its version's split record,
+   :data:`SPLITS_ARTIFACT`, e.g. after a change of the split rules) are left out for both models;
 3. otherwise log the checkpoint as a new registered version (:func:`log_landmark_model`), tagged with
-   its hash and its validation numbers;
+   its hash and its validation numbers, with the current split record (``face_id, dataset, split``);
 4. move the alias only when the challenger beats the champion on the target by
    ``compare.target.min_improvement`` AND loses no more than ``compare.guard.max_regression`` on the
    guard (:func:`facelandmarks.registry.decision.decide`); a first model (no champion) is promoted;
@@ -22,6 +24,7 @@ replaced: serving must always find a working ``@champion``.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -31,10 +34,22 @@ from pydantic import Field
 from facelandmarks.data.table import read_table
 from facelandmarks.fsutil import write_json
 from facelandmarks.params import StrictModel, load_params, section
-from facelandmarks.registry.decision import CompareParams, compare, decide, higher_is_better, measure
-from facelandmarks.registry.models import SHA_TAG, current_champion, find_version, log_landmark_model, sha256_file
+from facelandmarks.registry.decision import (
+    CompareParams,
+    compare,
+    decide,
+    higher_is_better,
+    measure,
+)
+from facelandmarks.registry.models import (
+    SHA_TAG,
+    current_champion,
+    find_version,
+    log_landmark_model,
+    sha256_file,
+)
 
-__all__ = ["RegisterParams", "register", "report_metrics", "main"]
+__all__ = ["SPLITS_ARTIFACT", "RegisterParams", "champion_train_faces", "main", "register", "report_metrics"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +81,33 @@ class RegisterParams(StrictModel):
 
 
 def _num(v: float | None) -> float | None:
-    return None if v is None or v != v else round(float(v), 6)
+    return None if v is None or math.isnan(v) else round(float(v), 6)
+
+
+SPLITS_ARTIFACT = "register/splits.csv"
+"""Artifact of a registered version's run: the annotation table's ``face_id, dataset, split`` when it was
+registered, i.e. the splits its pipeline trained and validated on."""
+
+
+def champion_train_faces(client: Any, version: Any) -> set[str] | None:
+    """The face ids the registered ``version`` was trained on (its split record's ``train`` rows).
+
+    Returns:
+        the set, or None when the version has no split record (registered before records were kept) or it
+        cannot be read.
+    """
+    import tempfile
+
+    import pandas as pd
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = client.download_artifacts(version.run_id, SPLITS_ARTIFACT, tmp)
+            record = pd.read_csv(path, dtype=str)
+    except Exception as e:  # noqa: BLE001  no record (an older version, deleted artifacts): any failure means unknown
+        log.warning("register: no split record of version %s (%s: %s)", version.version, type(e).__name__, e)
+        return None
+    return set(record.loc[record["split"] == "train", "face_id"])
 
 
 def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str | None = None) -> dict[str, Any]:
@@ -77,8 +118,10 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
 
     Returns:
         the report: ``model_name``, ``alias``, ``metric``, ``lower_is_better``, ``protocol``,
-        ``selection_split``, ``challenger`` (version, sha256), ``champion_before`` (version, sha256, error)
-        or None, ``comparisons`` (``target`` and ``guard``: dataset, split, faces, both values, gain, its
+        ``selection_split``, ``challenger`` (version, sha256), ``champion_before`` (version, sha256, error,
+        ``trained_on_faces_left_out``: per ``<dataset>/<split>``, faces left out of both models' numbers because
+        the champion was trained on them (its version's split record :data:`SPLITS_ARTIFACT`); None when it
+        has no record) or None, ``comparisons`` (``target`` and ``guard``: dataset, split, faces, both values, gain, its
         standard error, the margin, passed), ``reported_only`` (``<dataset>/<split>`` of the report splits:
         faces and both values; never used to choose), ``registered_new_version``, ``promoted``,
         ``champion_after``, ``reason``.
@@ -97,7 +140,8 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
     existing = find_version(client, params.model_name, sha)
     champion = current_champion(client, params.model_name, params.alias)
     cmp = params.compare
-    faces = read_table(params.annotations)
+    table = read_table(params.annotations)
+    faces = table
 
     challenger = FaceLandmarker.load(ckpt, device=params.device)
     models = {"challenger": challenger}
@@ -108,13 +152,22 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
         try:
             models["champion"] = FaceLandmarker.load(uri, device=params.device, tracking_uri=tracking_uri,
                                                       detector=challenger.detector)
-        except Exception as e:  # a champion that no longer loads must not block a working challenger
+        except Exception as e:  # noqa: BLE001  a champion that no longer loads must not block a working challenger
             champion_error = f"{type(e).__name__}: {e}"
             log.warning("register: the current champion %s cannot be loaded (%s); it will be replaced", uri, champion_error)
 
     datasets = [cmp.target.dataset] + ([cmp.guard.dataset] if cmp.guard is not None else [])
     groups = list(dict.fromkeys([(d, cmp.split) for d in datasets]
                                 + [(d, s) for s in cmp.report_splits for d in datasets]))
+    # faces the champion was trained on (its pipeline's train split) are no validation faces for it: left out
+    # for both models, so the two are still measured on the same faces
+    champion_train = (champion_train_faces(client, champion) if "champion" in models else None)
+    excluded = {}
+    if champion_train:
+        for d, s_ in groups:
+            rows = (faces["dataset"] == d) & (faces["split"] == s_)
+            excluded[f"{d}/{s_}"] = int((rows & faces["face_id"].isin(champion_train)).sum())
+        faces = faces[~faces["face_id"].isin(champion_train)]
     measured = measure(models, faces, groups, cmp.protocol, cmp.metric, scheme, params.match_iou)
     if same:  # the champion is this very checkpoint: its numbers are the challenger's
         measured = {k: replace(m, values={**m.values, "champion": m.values["challenger"]},
@@ -132,6 +185,9 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
     else:
         d = decide(target, guard, cmp.metric, has_champion=champion is not None)
         promote, reason = d.promote, d.reason
+        if "champion" in models and champion_train is None:
+            reason += (f" (note: version {champion.version} has no record of its splits ({SPLITS_ARTIFACT}); it may have "
+                       "been trained on some of these validation faces)")
 
     if existing is not None:
         version = existing.version
@@ -145,12 +201,16 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
                          "compare.guard.value": f"{_num(guard.challenger)}", "compare.guard.faces": str(guard.faces)})
         info = log_landmark_model(ckpt, registered_model_name=params.model_name, tags=tags)
         version = str(info.registered_model_version)
+        record = table[["face_id", "dataset", "split"]].sort_values("face_id")
+        client.log_text(info.run_id, record.to_csv(index=False), SPLITS_ARTIFACT)
         for k, v in tags.items():
             client.set_model_version_tag(params.model_name, version, k, v)
         registered_new = True
     if promote:
         client.set_registered_model_alias(params.model_name, params.alias, version)
     after = current_champion(client, params.model_name, params.alias)
+    # measured champion: its faces left out, or None when unknown (no record); not measured: nothing left out
+    left_out = (excluded if champion_train is not None else None) if "champion" in models else {}
     reported = {}
     for dataset, split in groups:
         if split == cmp.split:
@@ -170,6 +230,8 @@ def register(params: RegisterParams, scheme: str = "ibug68", tracking_uri: str |
             "version": str(champion.version),
             "checkpoint_sha256": champion.tags.get(SHA_TAG),
             "error": champion_error,
+            # faces left out because the champion trained on them; None: it has no split record (unknown)
+            "trained_on_faces_left_out": left_out,
         },
         "comparisons": {"target": target.to_dict(), **({"guard": guard.to_dict()} if guard is not None else {})},
         "reported_only": reported,

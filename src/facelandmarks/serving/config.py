@@ -55,6 +55,11 @@ class ServeParams(StrictModel):
         workers: BentoML worker processes (each loads the model and MTCNN once; read when the service module
             is imported).
         threads: requests one worker runs at the same time (BentoML's thread pool for synchronous endpoints).
+        max_concurrency: requests the service holds at once, waiting ones included; BentoML splits it evenly over
+            the workers (ceil(max_concurrency / workers) each) and answers a request over a worker's share with
+            429 at once. Clients' keep-alive connections stick to one worker and the kernel does not spread them
+            evenly, so it is set well above the expected number of clients.
+        timeout_s: seconds a request may take before BentoML answers 504.
         num_threads: torch (intra-op), OpenMP and OpenCV threads of each worker, set before the model loads
             (0 = the libraries' defaults, i.e. all cores per worker). On a busy CPU more threads than cores
             per process make MTCNN several times slower (OpenMP threads wait on each other), so
@@ -62,6 +67,10 @@ class ServeParams(StrictModel):
         detect_max_side: longer side (pixels) photos are downscaled to for MTCNN when serving (boxes and
             landmarks are still in photo pixels); 0 = the detector setting stored with the model. MTCNN's
             cost grows with the pixels it sees (its image pyramid), so this is the main speed knob.
+        detect_min_score: MTCNN faces scoring below this are not answered (None = the model's stored
+            ``min_score``). The crop stage detects with low thresholds to find every annotated face (recall); a
+            service answering unknown photos wants precision: on the demo photos the extra detections of
+            thresholds 0.3/0.4/0.4 score 0.40-0.88 and the real faces 0.98-1.0.
         max_batch_files: most photos in one ``POST /faces_batch`` request (more: 413 before any is decoded).
         max_batch_mb: largest body of a ``/faces_batch`` or ``/landmark_batch`` request in MiB; single-file
             endpoints allow ``limits.max_upload_mb`` plus the multipart envelope. Larger requests are refused
@@ -77,8 +86,11 @@ class ServeParams(StrictModel):
     batch_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1)
     threads: int = Field(1, ge=1)
+    max_concurrency: int = Field(64, ge=1)
+    timeout_s: float = Field(300.0, gt=0)
     num_threads: int = Field(1, ge=0)
     detect_max_side: int = Field(0, ge=0)
+    detect_min_score: float | None = Field(0.9, ge=0.0, le=1.0)
     max_batch_files: int = Field(16, ge=1)
     max_batch_mb: float = Field(128.0, gt=0)
     limits: MediaLimits = Field(default_factory=MediaLimits)

@@ -10,13 +10,15 @@
   ``serve.max_batch_files``) -> one list of faces per photo, in order, landmarked in one call
   (MTCNN batched over equal-sized photos, all face crops through the network together);
 * ``POST /landmark_batch``: the adaptive-batching endpoint: JSON ``{"photos": ["<base64>", ...]}``; BentoML's
-  dispatcher merges the photos of concurrent requests into one landmarking call (``serve.batching``). It
-  pays on a GPU; on a CPU MTCNN's cost grows with pixels, not batch, so ``/faces`` is as fast there;
+  dispatcher merges the photos of concurrent requests into one landmarking call (``serve.batching``). Meant
+  for a GPU: on a CPU MTCNN's cost grows with pixels, not with batch, and the measured gain is within noise
+  (1000 requests from 16 clients on 2 busy cores: 3.9 requests/s against 3.5 for ``/faces`` with 10 % bad
+  uploads mixed in; benchmarks/serving_load.py);
 * ``POST /annotate``: a photo -> PNG with boxes and landmarks drawn;
 * ``POST /annotate_gif``: a GIF or short video (multipart field ``media``) -> annotated looping GIF
   (frames, frame rate and size limited by ``serve.limits``);
-* ``POST /info``: what is served (registry name and version, model URI, backbone, checkpoint hash, device)
-  and the limits.
+* ``POST /info``: what is served (where from, registry name and version, model URI, backbone, checkpoint hash,
+  device) and the limits.
 
 Bad input answers 4xx with a message and the server keeps serving: not an image, an empty upload -> 400;
 more pixels than ``serve.limits.max_pixels``, an upload over ``max_upload_mb``, more photos than
@@ -32,6 +34,13 @@ Workers, threads per worker and torch/OpenMP/OpenCV threads per worker come from
 (read when this module is imported, i.e. in every worker before torch starts). The service declares one GPU
 (``resources={"gpu": 1}``); where there is none, BentoML warns and the model runs on the CPU (device
 ``auto``). Settings: :mod:`facelandmarks.serving.config`.
+
+The model: in a Bento built by ``facelandmarks bento`` (``bentoml build --arg model=facelandmarks:<version>``),
+the checkpoint packed with the Bento from the BentoML model store (:mod:`facelandmarks.serving.bento_model`);
+MLflow is never asked, so the Bento serves the same registry version whatever ``@champion`` points at later.
+In development (``bentoml serve`` from the project root, no ``--arg model=``), or whenever
+``FACELANDMARKS_MODEL_URI`` is set, ``serve.model_uri`` (``models:/facelandmarks@champion``) as today: the alias
+resolved to one version in the MLflow registry when the worker starts, or a checkpoint path.
 
 Run it from the project root with ``bentoml serve`` (reads ``bentofile.yaml``) and open the printed address,
 or::
@@ -50,13 +59,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from facelandmarks.serving.config import (
+    MODEL_ENV,
     ServeParams,
     load_serve_params,
     registry_version,
     request_limits,
 )
 
-#: ``serve`` of the params file, read at import: BentoML takes workers, threads and batching from the
+#: ``serve`` of the params file, read at import: BentoML takes workers, threads, traffic and batching from the
 #: decorators when the class is defined, and thread counts must be in the environment before torch starts.
 SERVE = load_serve_params()
 BATCHING = SERVE.batching
@@ -69,7 +79,7 @@ import bentoml
 from bentoml.exceptions import InvalidArgument
 from bentoml.validators import ContentType
 from PIL import Image
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from facelandmarks.io.images import ImageReadError
 from facelandmarks.media import (
@@ -85,12 +95,30 @@ from facelandmarks.serving.asgi import (
     install_client_error_log,
     web_app,
 )
+from facelandmarks.serving.bento_model import model_source, read_store_model
 
-__all__ = ["FaceLandmarks", "FaceOut", "PayloadTooLarge", "PhotoFaces"]
+__all__ = ["BentoArgs", "FaceLandmarks", "FaceOut", "PayloadTooLarge", "PhotoFaces"]
 
 log = logging.getLogger(__name__)
 
 install_client_error_log()
+
+
+class BentoArgs(BaseModel):
+    """Bento arguments (``bentoml build/serve --arg key=value``; a built Bento keeps those it was built with).
+
+    Attributes:
+        model: BentoML model store tag of the checkpoint to serve (``facelandmarks:r3-<hash>``, written by
+            ``facelandmarks bento``); ``bentoml build`` packs it into the Bento. None: ``serve.model_uri``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = None
+
+
+#: the Bento's arguments: set by BentoML before this module is imported (build, serve, every worker).
+BENTO_ARGS = bentoml.use_arguments(BentoArgs)
 
 
 class FaceOut(BaseModel):
@@ -148,12 +176,16 @@ def _set_threads(n: int) -> None:
 @bentoml.service(
     name="facelandmarks",
     resources={"gpu": 1},
-    traffic={"timeout": 300, "max_concurrency": 16},
+    traffic={"timeout": SERVE.timeout_s, "max_concurrency": SERVE.max_concurrency},
     workers=SERVE.workers,
     threads=SERVE.threads,
 )
 class FaceLandmarks:
-    """Faces and their 68 landmarks over HTTP; the model is ``serve.model_uri`` (``@champion``)."""
+    """Faces and their 68 landmarks over HTTP; the model is the Bento's store model (``--arg model=``), else
+    ``serve.model_uri`` (``@champion``)."""
+
+    #: the packed checkpoint: declared so that ``bentoml build`` puts it into the Bento (None in development).
+    bento_model = bentoml.models.BentoModel(BENTO_ARGS.model) if BENTO_ARGS.model else None
 
     def __init__(self) -> None:
         from facelandmarks.detect.mtcnn import FaceDetector
@@ -162,22 +194,40 @@ class FaceLandmarks:
         install_client_error_log()  # again: BentoML configures logging after importing this module
         self.cfg = load_serve_params()
         _set_threads(self.cfg.num_threads)
-        uri = self.cfg.model_uri
         self.registry: tuple[str, str] | None = None
-        try:  # pin the alias to one version, so that what /info says is what is loaded
-            self.registry = registry_version(uri, self.cfg.tracking_uri)
-        except Exception as e:  # the load below names the real problem
-            log.warning("could not resolve %s in the MLflow registry: %s", uri, e)
-        if self.registry is not None:
-            uri = f"models:/{self.registry[0]}/{self.registry[1]}"
-        self.landmarker = FaceLandmarker.load(
-            uri, device=self.cfg.device, tracking_uri=self.cfg.tracking_uri, batch_size=self.cfg.batch_size
-        )
-        if self.cfg.detect_max_side:
-            det = self.landmarker.detector.config.model_copy(update={"max_side": self.cfg.detect_max_side})
-            self.landmarker.detector = FaceDetector(det)
-        log.info("facelandmarks service: %r, registry %s, MTCNN max_side %d, %d torch threads", self.landmarker,
-                 self.registry, self.landmarker.detector.config.max_side, self.cfg.num_threads)
+        self.store_tag: str | None = None
+        override = os.environ.get(MODEL_ENV)
+        if self.bento_model is not None and override:
+            log.warning("%s=%s overrides the model packed in this Bento (%s)", MODEL_ENV, override, BENTO_ARGS.model)
+        if self.bento_model is not None and not override:  # the Bento's own checkpoint; MLflow is not asked
+            stored = read_store_model(self.bento_model)
+            self.registry, self.store_tag, self.model_uri = stored.registry, stored.tag, stored.model_uri
+            self.source = f"bentoml model store {stored.tag}"
+            self.landmarker = FaceLandmarker.load(stored.checkpoint, device=self.cfg.device,
+                                                  batch_size=self.cfg.batch_size)
+            if self.landmarker.checkpoint_sha256 != stored.checkpoint_sha256:
+                raise RuntimeError(f"BentoML model {stored.tag}: {stored.checkpoint} has sha256 "
+                                   f"{self.landmarker.checkpoint_sha256}, its label says {stored.checkpoint_sha256}")
+        else:
+            uri = self.model_uri = self.cfg.model_uri
+            try:  # pin the alias to one version, so that what /info says is what is loaded
+                self.registry = registry_version(uri, self.cfg.tracking_uri)
+            except Exception as e:  # the load below names the real problem
+                log.warning("could not resolve %s in the MLflow registry: %s", uri, e)
+            if self.registry is not None:
+                uri = f"models:/{self.registry[0]}/{self.registry[1]}"
+            self.source = model_source(uri, self.registry)
+            self.landmarker = FaceLandmarker.load(
+                uri, device=self.cfg.device, tracking_uri=self.cfg.tracking_uri, batch_size=self.cfg.batch_size
+            )
+        self.landmarker.source = self.source
+        serving = {"max_side": self.cfg.detect_max_side or None, "min_score": self.cfg.detect_min_score}
+        serving = {k: v for k, v in serving.items() if v is not None}
+        if serving:  # the serving detection settings over the ones stored with the model
+            self.landmarker.detector = FaceDetector(self.landmarker.detector.config.model_copy(update=serving))
+        det = self.landmarker.detector.config
+        log.info("facelandmarks service: %r (%s), registry %s, MTCNN max_side %d min_score %.2f, %d torch threads",
+                 self.landmarker, self.source, self.registry, det.max_side, det.min_score, self.cfg.num_threads)
 
     def _photo(self, image: Path) -> Any:
         _check_upload(image, self.cfg)
@@ -271,15 +321,21 @@ class FaceLandmarks:
     def info(self) -> dict[str, Any]:
         """What is served and the limits.
 
-        Returns ``{"registry": {"name", "version"} | None, "model_uri", "checkpoint_sha256", "backbone", "head",
-        "input_size", "scheme", "num_points", "device", "detector_max_side", "limits": {...}, "max_batch_files",
-        "max_request_mb": {path: MiB}, "workers", "threads", "num_threads"}``.
+        Returns ``{"source", "bento_model", "registry": {"name", "version"} | None, "model_uri", "checkpoint_sha256",
+        "backbone", "head", "input_size", "scheme", "num_points", "device", "detector_max_side", "detector_min_score",
+        "limits": {...}, "max_batch_files", "max_request_mb": {path: MiB}, "workers", "threads", "max_concurrency",
+        "num_threads"}``.
+        ``source``: ``bentoml model store facelandmarks:<version>`` (the Bento's packed checkpoint; ``bento_model``
+        is that tag), else ``mlflow models:/NAME/VERSION`` or ``checkpoint <path>`` (``bento_model`` None).
+        ``model_uri``: the registry version or path the checkpoint came from.
         """
         lm = self.landmarker
         paths, _ = request_limits(self.cfg)
         return {
+            "source": self.source,
+            "bento_model": self.store_tag,
             "registry": {"name": self.registry[0], "version": self.registry[1]} if self.registry else None,
-            "model_uri": self.cfg.model_uri,
+            "model_uri": self.model_uri,
             "checkpoint_sha256": lm.checkpoint_sha256,
             "backbone": lm.config.backbone,
             "head": lm.config.head,
@@ -288,11 +344,13 @@ class FaceLandmarks:
             "num_points": lm.scheme.num_points,
             "device": lm.device,
             "detector_max_side": lm.detector.config.max_side,
+            "detector_min_score": lm.detector.config.min_score,
             "limits": self.cfg.limits.model_dump(),
             "max_batch_files": self.cfg.max_batch_files,
             "max_request_mb": {p: round(v / 1048576, 2) for p, v in paths.items()},
             "workers": self.cfg.workers,
             "threads": self.cfg.threads,
+            "max_concurrency": self.cfg.max_concurrency,
             "num_threads": self.cfg.num_threads,
         }
 

@@ -15,7 +15,9 @@ One call of :func:`fit` trains a :class:`~facelandmarks.model.network.LandmarkMo
   states and the best weights so far) is written; a later call with the same fingerprint (params and data)
   continues from it, so an interrupted stage loses at most one epoch;
 * on CUDA: mixed precision (bfloat16 autocast where supported, else float16 with a gradient scaler) and
-  channels-last memory format; on the CPU plain float32.
+  channels-last memory format; on the CPU plain float32;
+* under ``torchrun`` (several processes, :mod:`facelandmarks.train.distributed`): DDP, each rank a share of
+  every global batch, losses and validation NME reduced across ranks, only rank 0 writing checkpoints.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facelandmarks.fsutil import atomic_path
@@ -41,6 +43,7 @@ from facelandmarks.model.losses import LossName, landmark_loss
 from facelandmarks.model.network import LandmarkModel
 from facelandmarks.model.preprocess import to_tensor
 from facelandmarks.schemes import LandmarkScheme
+from facelandmarks.train import distributed as ddp
 from facelandmarks.train.dataset import FaceDataset, Faces
 from facelandmarks.train.early_stop import EarlyStopping
 from facelandmarks.train.schedule import WarmupCosine
@@ -148,10 +151,23 @@ def resolve_device(name: str) -> torch.device:
 
 
 def validation_nme(model: torch.nn.Module, faces: Faces, scheme: LandmarkScheme, device: torch.device) -> float:
-    """Mean inter-ocular NME (fraction) of ``model`` on ``faces``, visible points only."""
-    pred = predict_crops(model, faces.images, device=device)
-    per_face = nme(pred, faces.landmarks, normaliser(faces.landmarks, scheme), faces.visible)
-    return float(np.nanmean(per_face))
+    """Mean inter-ocular NME (fraction) of ``model`` on ``faces``, visible points only.
+
+    In a distributed run every rank measures faces ``rank, rank + world_size, ...`` and the per-face sums are
+    reduced, so all ranks return the same mean over all ``faces``.
+    """
+    ctx = ddp.context()
+    if not ctx.enabled:
+        pred = predict_crops(model, faces.images, device=device)
+        per_face = nme(pred, faces.landmarks, normaliser(faces.landmarks, scheme), faces.visible)
+        return float(np.nanmean(per_face))
+    share = faces.subset(slice(ctx.rank, None, ctx.world_size))
+    total, count = 0.0, 0
+    if len(share):
+        pred = predict_crops(model, share.images, device=device)
+        per_face = np.asarray(nme(pred, share.landmarks, normaliser(share.landmarks, scheme), share.visible), np.float64)
+        total, count = float(np.nansum(per_face)), int(np.isfinite(per_face).sum())
+    return ddp.reduce_mean(total, count, ctx)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -205,7 +221,9 @@ def fit(
     batch_size = min(opts.batch_size, len(train_set))
     if batch_size == 0:
         raise ValueError("no training faces")
-    device = resolve_device(opts.device)
+    ctx = ddp.context()
+    main = ctx.is_main
+    device = ddp.rank_device(resolve_device(opts.device), ctx)
     cuda = device.type == "cuda"
     model.to(device)
     if cuda and opts.channels_last:
@@ -213,11 +231,13 @@ def fit(
     scheme = train_set.scheme
     torch.manual_seed(opts.seed)
 
-    generator = torch.Generator()
+    # the permutation of epoch e is randperm(len) drawn from seed * 100_003 + e; rank r of w takes every w-th
+    # position of it, batch_size / w faces per step: the w ranks' step k is the single process's batch k
+    sampler = ddp.train_sampler(train_set, opts.seed * 100_003, ctx)
     loader = DataLoader(
         train_set,
-        batch_size=batch_size,
-        sampler=RandomSampler(train_set, generator=generator),
+        batch_size=ddp.rank_batch_size(batch_size, ctx),
+        sampler=sampler,
         drop_last=True,
         num_workers=opts.num_workers,
         pin_memory=cuda,
@@ -254,7 +274,7 @@ def fit(
             _set_rng_state(blob["rng"])
             resumed_from = start_epoch - 1
             log.info("resuming from %s after epoch %d (best val NME %.4f)", last_path, resumed_from, stopper.best)
-            if best_state is not None and not best_path.is_file():
+            if best_state is not None and not best_path.is_file() and main:
                 best_model = copy.deepcopy(model).cpu()
                 best_model.load_state_dict(best_state)
                 save_checkpoint(best_path, best_model, {**meta, "epoch": stopper.best_epoch, "val_nme": stopper.best})
@@ -263,18 +283,19 @@ def fit(
 
     stopped_early = stopper.should_stop
     stopped_by_time_cap = False
+    step_module = ddp.wrap_for_training(model, device, ctx)  # forward_train(x)["coords"], DDP when distributed
     epochs_bar = tqdm(range(start_epoch, opts.epochs), desc="epochs", initial=start_epoch, total=opts.epochs,
-                      disable=not opts.progress, dynamic_ncols=True)
+                      disable=not (opts.progress and main), dynamic_ncols=True)
     for epoch in epochs_bar:
         if stopped_early or stopped_by_time_cap:
             break
         t0 = time.perf_counter()
         train_set.set_epoch(epoch)
-        generator.manual_seed(opts.seed * 100_003 + epoch)
+        sampler.set_epoch(epoch)
         step = epoch * steps_per_epoch
         (train_mode or (lambda m: m.train()))(model)
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, disable=not opts.progress,
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, disable=not (opts.progress and main),
                    dynamic_ncols=True)
         for images, targets, visible in bar:
             x = to_tensor(images).to(device, non_blocking=True)
@@ -283,7 +304,7 @@ def fit(
             targets = targets.to(device, non_blocking=True)
             visible = visible.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                pred = model.forward_train(x)["coords"]
+                pred = step_module(x)
             loss = landmark_loss(pred.float(), targets, visible, opts.loss)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -295,6 +316,10 @@ def fit(
             count += len(images)
             bar.set_postfix(loss=f"{total / count:.3f}")
         bar.close()
+        if ctx.enabled:
+            total, count = ddp.reduce_sums([total, count], ctx)  # the loss over all ranks' faces
+            count = int(count)
+            ddp.broadcast_buffers(model, ctx)  # BatchNorm running statistics: rank 0's, on every rank
         val = validation_nme(model, val_faces, scheme, device)
         seconds = time.perf_counter() - t0
         train_seconds += seconds
@@ -304,17 +329,21 @@ def fit(
         history.append(entry)
         if stopper.step(val, epoch):
             best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            save_checkpoint(best_path, model, {**meta, "epoch": epoch, "val_nme": val})
+            if main:
+                save_checkpoint(best_path, model, {**meta, "epoch": epoch, "val_nme": val})
         stopped_early = stopper.should_stop and epoch + 1 < opts.epochs
-        if cap_seconds is not None and train_seconds >= cap_seconds and epoch + 1 < opts.epochs and not stopped_early:
+        capped = cap_seconds is not None and train_seconds >= cap_seconds and epoch + 1 < opts.epochs
+        if ddp.agree(capped and not stopped_early, ctx):  # rank 0's clock decides for all ranks
             stopped_by_time_cap = True
-            log.warning("max_minutes safety cap (%.1f min) reached after epoch %d of %d: stopping with the best "
+            (log.warning if main else log.debug)("max_minutes safety cap (%.1f min) reached after epoch %d of %d: stopping with the best "
                         "checkpoint so far (epoch %d); this is NOT the run the params describe - raise max_minutes",
                         opts.max_minutes, epoch + 1, opts.epochs, stopper.best_epoch + 1)
         msg = (f"epoch {epoch + 1}/{opts.epochs}: train loss {entry.train_loss:.4f}, val NME {100 * val:.2f}% "
                f"(best {100 * stopper.best:.2f}% @ {stopper.best_epoch + 1}), {entry.images_per_second:.0f} img/s")
         epochs_bar.set_postfix(loss=f"{entry.train_loss:.3f}", val_nme=f"{100 * val:.2f}%",
                                best=f"{100 * stopper.best:.2f}%")
+        if not main:
+            continue
         log.info(msg)
         save_checkpoint(
             last_path, model, {**meta, "epoch": epoch},
@@ -331,10 +360,12 @@ def fit(
         raise RuntimeError("training ran no epoch (epochs <= 0?)")
     model.load_state_dict(best_state)
     model.eval()
-    blob = read_checkpoint(last_path)
-    blob["finished"] = True
-    with atomic_path(last_path) as tmp:
-        torch.save(blob, tmp)
+    if main:
+        blob = read_checkpoint(last_path)
+        blob["finished"] = True
+        with atomic_path(last_path) as tmp:
+            torch.save(blob, tmp)
+    ddp.barrier(ctx)  # no rank leaves before rank 0 has written its files
     return FitResult(
         best_val_nme=stopper.best,
         best_epoch=stopper.best_epoch,

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from facelandmarks.model.losses import LossName
 from facelandmarks.params import StrictModel
 from facelandmarks.train.dataset import OnlineAugment
+from facelandmarks.train.distributed import DistributedParams
 
 __all__ = ["TrainParams", "PretrainParams", "FinetuneParams"]
 
@@ -36,6 +37,7 @@ class TrainParams(StrictModel):
         log_model: log the model to MLflow with ``mlflow.pytorch.log_model`` (torch.export, a few seconds).
         figure_faces: validation faces drawn in the predictions figure.
         progress: tqdm progress bars.
+        distributed: processes per stage (DDP under ``torchrun``; :mod:`facelandmarks.train.distributed`).
     """
 
     batch_size: int = Field(32, ge=1)
@@ -56,6 +58,7 @@ class TrainParams(StrictModel):
     log_model: bool = True
     figure_faces: int = Field(8, ge=0)
     progress: bool = True
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
 
 class _StageParams(StrictModel):

@@ -15,6 +15,7 @@ from facelandmarks.model.config import ModelConfig, ModelParams
 from facelandmarks.model.network import LandmarkModel, build_model
 from facelandmarks.params import load_params, section
 from facelandmarks.schemes import get_scheme
+from facelandmarks.train.distributed import process_group
 from facelandmarks.train.params import PretrainParams, TrainParams
 from facelandmarks.train.runner import load_stage_data, run_stage, set_threads
 
@@ -48,7 +49,7 @@ def run_name(stage: str, config: ModelConfig, dataset: str) -> str:
 
 
 def main() -> dict[str, Any]:
-    """Run the stage; returns the report written to ``reports/pretrain.json``."""
+    """Run the stage (one process, or each process of ``torchrun``); returns the report in ``reports/pretrain.json``."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params("params.yaml")
     train = section(params, "train", TrainParams)
@@ -56,18 +57,20 @@ def main() -> dict[str, Any]:
     config = model_config(params)
     scheme = get_scheme(config.scheme)
     set_threads(train.num_threads)
-    data = load_stage_data(stage.datasets, config.input_size, train.max_faces,
-                           variants_per_dataset=stage.variants_per_dataset)
-    import torch
+    with process_group(train.distributed.resolved().backend, train.device) as ctx:  # torchrun: DDP
+        data = load_stage_data(stage.datasets, config.input_size, train.max_faces,
+                               variants_per_dataset=stage.variants_per_dataset)
+        import torch
 
-    torch.manual_seed(int(params.get("seed", 0)))
-    model: LandmarkModel = build_model(config)
-    backbone, head = split_parameters(model)
-    groups = [{"params": backbone, "lr": stage.lr}, {"params": head, "lr": stage.lr}]
-    report = run_stage(
-        "pretrain", params, model, data, scheme, groups, train, stage,
-        run_name=run_name("pretrain", config, stage.dataset_name),
-        fingerprint_parts=["pretrain", stage.model_dump(), train.model_dump(), params.get("seed")],
-    )
-    write_json(REPORT, report)
+        torch.manual_seed(int(params.get("seed", 0)))
+        model: LandmarkModel = build_model(config)
+        backbone, head = split_parameters(model)
+        groups = [{"params": backbone, "lr": stage.lr}, {"params": head, "lr": stage.lr}]
+        report = run_stage(
+            "pretrain", params, model, data, scheme, groups, train, stage,
+            run_name=run_name("pretrain", config, stage.dataset_name),
+            fingerprint_parts=["pretrain", stage.model_dump(), train.model_dump(), params.get("seed")],
+        )
+        if ctx.is_main:  # the other ranks of a torchrun write nothing
+            write_json(REPORT, report)
     return report

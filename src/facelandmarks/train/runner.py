@@ -33,6 +33,7 @@ from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.model.inference import predict_crops
 from facelandmarks.model.network import LandmarkModel, count_parameters
 from facelandmarks.schemes import LandmarkScheme
+from facelandmarks.train import distributed as ddp
 from facelandmarks.train.dataset import FaceDataset, Faces, concat_faces, load_faces
 from facelandmarks.train.figures import prediction_figure
 from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit, resolve_device
@@ -61,14 +62,15 @@ THREADS_ENV = "FACELANDMARKS_NUM_THREADS"
 
 
 def set_threads(num_threads: int) -> int:
-    """Set torch's CPU threads: ``FACELANDMARKS_NUM_THREADS`` if set, else ``num_threads`` (0: all cores).
+    """Set torch's CPU threads: ``FACELANDMARKS_NUM_THREADS`` if set, else ``num_threads`` (0: all cores,
+    shared out among the ``LOCAL_WORLD_SIZE`` processes that torchrun started on this machine).
 
     Returns:
         The number set.
     """
     env = os.environ.get(THREADS_ENV)
     n = int(env) if env else num_threads
-    n = n if n > 0 else (os.cpu_count() or 1)
+    n = n if n > 0 else max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     torch.set_num_threads(n)
     return n
 
@@ -265,7 +267,8 @@ def run_stage(
             its metrics are logged and reported.
         after_fit: measures the trained model (finetune: the test split); logged and reported.
     Returns:
-        The report (also what ``reports/<stage>.json`` holds).
+        The report (also what ``reports/<stage>.json`` holds). In a distributed run (torchrun) only rank 0
+        opens the MLflow run, measures, logs and reports; the other ranks train their share and return ``{}``.
     """
     import mlflow
 
@@ -275,7 +278,8 @@ def run_stage(
     best_path = out_dir / "model.pt"
     last_path = Path(train_params.state_dir) / stage / "last.pt"
     opts = fit_options(train_params, stage_params, int(params.get("seed", 0)))
-    device = resolve_device(opts.device)
+    ctx = ddp.context()
+    device = ddp.rank_device(resolve_device(opts.device), ctx)
     meta = {"stage": stage, "dataset": stage_params.dataset_name, "run_name": run_name}
     mix_ids = [(name, ratio, fingerprint(faces=pool)) for name, pool, ratio in data.mix]
     fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), mix_ids, faces=data.train,
@@ -283,6 +287,9 @@ def run_stage(
     augment = stage_params.online_augment or train_params.online_augment
     train_set = FaceDataset(data.train, scheme, augment, seed=opts.seed,
                             mix=[(pool, ratio) for _, pool, ratio in data.mix])
+    if not ctx.is_main:  # rank 0 owns the checkpoint, the report and the MLflow run
+        fit(model, train_set, data.val, param_groups, opts, best_path, last_path, fp, meta, train_mode=train_mode)
+        return {}
 
     with stage_run(stage, params, run_name=run_name,
                    tags={"facelandmarks.dataset": stage_params.dataset_name,
@@ -293,6 +300,7 @@ def run_stage(
             extra.update(before_fit(device))
         mlflow.log_params({"n_params": count_parameters(model), "n_train_rows": len(data.train),
                            "n_val_faces": len(data.val), "device": str(device), "threads": torch.get_num_threads(),
+                           "distributed_processes": ctx.world_size,
                            "pretrained_source": model.config.pretrained_source,
                            "input_normalisation": f"mean={model.config.input_mean} std={model.config.input_std}",
                            "train_datasets": stage_params.dataset_name,
@@ -368,6 +376,7 @@ def run_stage(
             "resumed_from_epoch": result.resumed_from_epoch,
             "device": str(device),
             "threads": torch.get_num_threads(),
+            "distributed_processes": ctx.world_size,
             "mlflow_run_id": run.info.run_id,
             "mlflow_parent_run_id": run.data.tags.get("mlflow.parentRunId"),
             "model_uri": model_uri,

@@ -42,6 +42,10 @@ class TrackerParams(StrictModel):
             box side.
         min_side: tracks whose box side falls below this many pixels end.
         duplicate_iou: two tracks whose boxes overlap at IoU >= this follow one face: the younger ends.
+        calibrate: learn, from the faces landmarked in detection boxes of this video, how the model's
+            landmark box sits in MTCNN's box (mean log side ratio and centre offset) and correct the
+            landmark -> box conversion with it, so a model whose points are a little tight or loose does
+            not make its tracks' boxes shrink or grow from frame to frame.
     """
 
     detect_every: int = Field(10, ge=1)
@@ -52,6 +56,7 @@ class TrackerParams(StrictModel):
     max_shift: float = Field(0.35, gt=0.0)
     min_side: float = Field(12.0, ge=2.0)
     duplicate_iou: float = Field(0.5, gt=0.0, le=1.0)
+    calibrate: bool = True
 
 
 class SmoothingParams(StrictModel):
@@ -71,8 +76,8 @@ class SmoothingParams(StrictModel):
     """
 
     enabled: bool = True
-    min_cutoff: float = Field(1.0, gt=0.0)
-    beta: float = Field(1.0, ge=0.0)
+    min_cutoff: float = Field(2.0, gt=0.0)
+    beta: float = Field(2.0, ge=0.0)
     d_cutoff: float = Field(1.0, gt=0.0)
 
 

@@ -2,11 +2,12 @@
 
 :class:`VideoLandmarker` is the video mode of :class:`facelandmarks.inference.FaceLandmarker`. Per frame:
 
-1. each live track's crop box is derived from its (unsmoothed) landmarks of the previous frame, with
-   the model's ``crop.fallback`` calibration (:func:`facelandmarks.crop.faces.fallback_box`, the same
-   landmark -> MTCNN-like box conversion the crop stage uses for missed faces and evaluation uses for
-   annotated faces), and all crops go through the landmark network in one batch
-   (:meth:`FaceLandmarker.landmarks_in_boxes`);
+1. each live track's crop box is derived from its landmarks of the previous frame (smoothed when
+   smoothing is on: a steadier crop gives steadier points, and the One Euro filter follows fast moves
+   with little lag), with the model's ``crop.fallback`` calibration
+   (:func:`facelandmarks.crop.faces.fallback_box`, the same landmark -> MTCNN-like box conversion the
+   crop stage uses for missed faces and evaluation uses for annotated faces), and all crops go through
+   the landmark network in one batch (:meth:`FaceLandmarker.landmarks_in_boxes`);
 2. MTCNN runs on the frame only when
 
    * ``detect_every`` frames have passed since it last ran (new faces are found then),
@@ -72,6 +73,7 @@ class TrackedFace:
         score: MTCNN face probability of the detection that last confirmed the track.
         landmarks: ``(K, 2) float32`` x, y in 0-based frame pixels (smoothed when smoothing is on).
         detected: whether a detection in this frame matched (or started) the track.
+        raw: ``(K, 2) float32`` the network's landmarks before smoothing (``landmarks`` when smoothing is off).
     """
 
     track_id: int
@@ -79,6 +81,7 @@ class TrackedFace:
     score: float
     landmarks: np.ndarray
     detected: bool
+    raw: np.ndarray | None = None
 
     def to_dict(self, decimals: int = 2) -> dict[str, Any]:
         """JSON-ready form: ``{"track", "box", "score", "detected", "landmarks": [[x, y] x K]}``."""
@@ -124,7 +127,7 @@ def frame_record(result: FrameResult, decimals: int = 2) -> dict[str, Any]:
 @dataclass
 class _Track:
     track_id: int
-    box: np.ndarray  # crop box for the next frame (from the last raw landmarks), (4,) float64
+    box: np.ndarray  # crop box for the next frame (from the last output landmarks), (4,) float64
     score: float
     smoother: LandmarkSmoother | None
     misses: int = 0
@@ -201,16 +204,40 @@ class VideoLandmarker:
         self._next_id = 1
         self._since_detect = 0
         self._first = True
+        self._cal_sum = np.zeros(3, np.float64)
+        self._cal_n = 0
         self.detector_runs = 0
         self.frames = 0
 
     # -- the steps --------------------------------------------------------------------------------
 
-    def _box_of(self, landmarks: np.ndarray) -> np.ndarray:
+    def _box_of(self, landmarks: np.ndarray, calibrated: bool = True) -> np.ndarray:
+        """The MTCNN-like box of landmarks: ``crop.fallback``, then this video's correction (``calibrate``)."""
         try:
-            return fallback_box(landmarks, self._fallback).astype(np.float64)
+            box = fallback_box(landmarks, self._fallback).astype(np.float64)
         except ValueError:  # non-finite landmarks: a degenerate box ends the track
             return np.zeros(4, np.float64)
+        if calibrated and self._cal_n:
+            log_scale, dx, dy = self._cal_sum / self._cal_n
+            side = _side(box)[0]
+            c = _centre(box)[0] + np.array([dx, dy]) * side
+            half = side * np.exp(log_scale) / 2.0
+            box = np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
+        return box
+
+    def _calibrate(self, detection_boxes: np.ndarray, landmarks: np.ndarray) -> None:
+        """Learn how this model's landmark boxes sit in MTCNN's boxes: landmarks found in detection crops
+        give ``log(side ratio)`` and the centre offset (in box sides); their running mean corrects
+        :meth:`_box_of`, so the box a track carries to the next frame is the detector's, not a drifting one."""
+        for d, pts in zip(np.asarray(detection_boxes, np.float64).reshape(-1, 4), landmarks):
+            b = self._box_of(pts, calibrated=False)
+            sb = _side(b)[0]
+            if sb <= 0:
+                continue
+            obs = np.array([np.log(_side(d)[0] / sb), *((_centre(d)[0] - _centre(b)[0]) / sb)])
+            if abs(obs[0]) < np.log(2.0) and np.hypot(obs[1], obs[2]) < 0.5:  # not a wild prediction
+                self._cal_sum += obs
+                self._cal_n += 1
 
     def _consistent(self, boxes_from_landmarks: np.ndarray, crop_boxes: np.ndarray) -> np.ndarray:
         """Quality check: ``(n,) bool``, the new landmark box agrees with the crop box in size and place."""
@@ -264,6 +291,7 @@ class VideoLandmarker:
         detected = np.zeros(n, bool)
         alive = np.ones(n, bool)
         recompute = np.zeros(n, bool) if pts is not None else np.ones(n, bool)
+        from_det = np.zeros(n, bool)  # crop = this frame's detection box
         if detect:
             dets = self.landmarker.detector.detect([image])[0]
             self.detector_runs += 1
@@ -275,7 +303,7 @@ class VideoLandmarker:
                     t.misses, t.score, detected[ti] = 0, float(dets.scores[di]), True
                     if failed[ti] or t.unsure or iou[ti] < cfg.keep_iou:
                         crop[ti] = dets.boxes[di]
-                        recompute[ti] = True
+                        recompute[ti] = from_det[ti] = True
                 else:
                     t.misses += 1
                     alive[ti] = not failed[ti] and t.misses <= cfg.max_misses
@@ -289,6 +317,7 @@ class VideoLandmarker:
                     detected = np.append(detected, True)
                     alive = np.append(alive, True)
                     recompute = np.append(recompute, True)
+                    from_det = np.append(from_det, True)
         else:
             self._since_detect += 1
         self._first = False
@@ -301,6 +330,9 @@ class VideoLandmarker:
         todo = np.flatnonzero(recompute & alive & (_side(crop) >= cfg.min_side)) if len(tracks) else np.zeros(0, int)
         if len(todo):
             raw[todo] = self.landmarker.landmarks_in_boxes(image, crop[todo])
+            if cfg.calibrate and detect:
+                on_detection = todo[from_det[todo]]
+                self._calibrate(crop[on_detection], raw[on_detection])
         alive &= _side(crop) >= cfg.min_side
 
         # update the tracks, end those that left, shrank or duplicate an older one
@@ -331,11 +363,11 @@ class VideoLandmarker:
         for i, t in enumerate(tracks):
             if not alive[i]:
                 continue
-            t.box, t.age = boxes[i], t.age + 1
             out = t.smoother(raw[i], time) if t.smoother is not None else raw[i]
             t.landmarks = out
             box = boxes[i] if t.unsure else self._box_of(out)
-            faces.append(TrackedFace(t.track_id, box.astype(np.float32), t.score, out, bool(detected[i])))
+            t.box, t.age = box, t.age + 1
+            faces.append(TrackedFace(t.track_id, box.astype(np.float32), t.score, out, bool(detected[i]), raw[i]))
             kept.append(t)
         self._tracks = kept
         self.frames += 1

@@ -79,7 +79,7 @@ async function loadInfo() {
       b.textContent = v;
       $("model").append(`${k}: `, b);
     });
-    $("model").title = `${info.model_uri}\nsha256 ${info.checkpoint_sha256}`;
+    $("model").title = `${info.source || info.model_uri}\n${info.model_uri}\nsha256 ${info.checkpoint_sha256}`;
     $("model").dataset.sha256 = info.checkpoint_sha256 || "";
     const L = info.limits;
     $("limits").textContent =
