@@ -438,7 +438,7 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     return out
 
 
-def demo_gif(model_path: Path, out: Path, start: int = 82, stop: int = 211, every: int = 2, max_side: int = 320,
+def demo_gif(model_path: Path, out: Path, start: int = 82, stop: int = 211, every: int = 3, max_side: int = 320,
              params_path: str = "params.yaml") -> dict:
     """The README's tracking GIF: the speaker shot of the demo clip (frames ``start .. stop - 1``), tracked
     on every frame with the project's ``video`` params, drawn with track ids, every ``every``-th frame kept.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,7 @@ def read_json(path: str | os.PathLike) -> dict[str, Any] | None:
     return data
 
 
+@dataclass(frozen=True)
 class Outcome:
     """What to read after ``dvc repro``.
 
