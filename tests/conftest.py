@@ -175,7 +175,7 @@ def small_crops(crop_subset, tmp_path_factory):
 
 def _landmark_box_crops(faces, size: int = 64):
     """Cut square crops (side 1.4 x the longer side of the landmark box; facelandmarks.crop.geometry) of
-    ``faces``: iterable of ``(face_id, photo path, (68, 2) landmarks)``. Returns a train.dataset.Faces."""
+    ``faces``: iterable of ``(face_id, photo path, (68, 2) landmarks)``. Returns a train.dataset.CropSet."""
     import numpy as np
 
     from facelandmarks.crop.geometry import (
@@ -186,7 +186,7 @@ def _landmark_box_crops(faces, size: int = 64):
     )
     from facelandmarks.data.table import landmarks_bbox
     from facelandmarks.io.images import read_image
-    from facelandmarks.train.dataset import Faces
+    from facelandmarks.train.dataset import CropSet
 
     images, points, ids = [], [], []
     for face_id, photo_path, pts in faces:
@@ -195,13 +195,13 @@ def _landmark_box_crops(faces, size: int = 64):
         points.append(map_points(pts, invert_affine(crop_to_photo)).astype(np.float32))
         ids.append(face_id)
     lms = np.stack(points)
-    return Faces(np.stack(images), lms, np.ones(lms.shape[:2], bool), np.asarray(ids))
+    return CropSet(np.stack(images), lms, np.ones(lms.shape[:2], bool), np.asarray(ids))
 
 
 @pytest.fixture(scope="session")
 def landmark_crops():
     """24 real HELEN faces (data/raw/300w/helen_train, sorted by name) as 64 px square crops around their
-    landmark box. Returns :class:`facelandmarks.train.dataset.Faces` (images ``(24, 64, 64, 3) uint8``,
+    landmark box. Returns :class:`facelandmarks.train.dataset.CropSet` (images ``(24, 64, 64, 3) uint8``,
     landmarks ``(24, 68, 2) float32`` crop pixels, all visible)."""
     from facelandmarks.io.pts import read_pts
 

@@ -14,16 +14,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import torch  # noqa: E402
+import torch
+from conftest import RAW, _landmark_box_crops
 
-from conftest import RAW, _landmark_box_crops  # noqa: E402
-from facelandmarks.io.pts import read_pts  # noqa: E402
-from facelandmarks.model.config import ModelConfig  # noqa: E402
-from facelandmarks.model.network import build_model  # noqa: E402
-from facelandmarks.schemes import get_scheme  # noqa: E402
-from facelandmarks.train.dataset import FaceDataset, OnlineAugment  # noqa: E402
-from facelandmarks.train.distributed import process_group  # noqa: E402
-from facelandmarks.train.loop import FitOptions, fit  # noqa: E402
+from facelandmarks.io.pts import read_pts
+from facelandmarks.model.config import ModelConfig
+from facelandmarks.model.network import build_model
+from facelandmarks.schemes import get_scheme
+from facelandmarks.train.dataset import FaceDataset, OnlineAugment
+from facelandmarks.train.distributed import process_group
+from facelandmarks.train.loop import FitOptions, fit
 
 
 def main(out: Path) -> None:

@@ -19,7 +19,7 @@ from facelandmarks.augment.transforms import TRANSFORM_NAMES, augment_face, buil
 from facelandmarks.io.images import read_image
 from facelandmarks.schemes import IBUG68
 
-TOL_PX = 1.5
+TOL_PX = 1.5  # at a 128 px crop; the tolerance scales with the crop side (blur and resampling spread the mark)
 SEEDS = (0, 1, 2)
 
 
@@ -89,7 +89,7 @@ def test_marks_land_on_their_transformed_landmarks(face, name):
                 continue  # under or next to a patch: the mark is (partly) covered
             assert np.isfinite(cents[i]).all(), f"{name}: mark {i} vanished"
             err = np.hypot(*(cents[i] - kp[k]))
-            assert err < TOL_PX, f"{name} seed {seed}: mark of point {i} is {err:.2f} px from its landmark"
+            assert err < TOL_PX * crop.shape[0] / 128, f"{name} seed {seed}: mark of point {i} is {err:.2f} px from its landmark"
             checked += 1
     # patches (two of up to 30% of the side, each with a 4 px margin) hide many marks; nothing else may
     need = 0.6 if holes is not None else 0.9

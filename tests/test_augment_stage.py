@@ -97,10 +97,11 @@ def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path
 
     main(str(tmp_path / "params.yaml"))
     t = read_table(tmp_path / "augmented.parquet")
+    crop_side = int(params["crop"]["size"])  # the crop stage's crops, unchanged in size by augmentation
     assert len(t) == 3 * (crops["split"] == "train").sum()
     for _, r in t.iterrows():
         assert r["image_path"].startswith(str(tmp_path / "augmented"))
-        assert read_image(r["image_path"]).shape == (128, 128, 3)
+        assert read_image(r["image_path"]).shape == (crop_side, crop_side, 3)
         assert r["landmarks"].shape == (68, 2) and r["visible"].shape == (68,)
     preview = read_image(tmp_path / "preview.png")
     assert preview.shape[0] > 200 and preview.shape[1] > 200

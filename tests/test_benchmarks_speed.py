@@ -11,7 +11,7 @@ import torch
 from benchmarks.speed import DEMO_VIDEO, SpeedOptions, end_to_end_speed, landmark_model_speed, read_frames, time_calls
 from facelandmarks.baselines.dlib68 import DlibLandmarker
 from facelandmarks.model.config import ModelConfig
-from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.network import build_model
 
 

@@ -119,6 +119,7 @@ def test_workers_that_cannot_see_the_photos_are_refused(crop_subset, tmp_path):
 
     faces = crop_subset.head(2).copy()
     faces["image_path"] = "data/raw/no/such/photo.jpg"
-    with dask_client(CropCluster(backend="dask", workers=1)) as client, pytest.raises(RuntimeError, match="cannot see"):
+    with dask_client(CropCluster(backend="dask", workers=1)) as client, \
+            pytest.raises(RuntimeError, match="cannot see"):
         crop_faces(faces, CropParams(), tmp_path, progress=False, client=client)
     assert not any(tmp_path.iterdir())

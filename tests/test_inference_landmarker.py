@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow  # every test here uses the briefly trained model 
 def landmarker(tiny_checkpoint):
     from facelandmarks import FaceLandmarker
 
-    return FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    # the product's detection floor (serve.detect_min_score): what `predict` and the service answer
+    return FaceLandmarker.load(tiny_checkpoint, device="cpu", min_score=0.9)
 
 
 def _read(name: str) -> np.ndarray:

@@ -83,7 +83,7 @@ def _run_pretrain(root: Path, nproc: int) -> dict:
            "FACELANDMARKS_NPROC_PER_NODE": str(nproc), "FACELANDMARKS_DIST_BACKEND": "gloo"}
     env.pop("FACELANDMARKS_PARENT_RUN_ID", None)
     proc = subprocess.run([sys.executable, str(ROOT / "pipelines" / "pretrain.py")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return json.loads((root / "reports" / "pretrain.json").read_text())
 
@@ -101,7 +101,8 @@ def test_two_cpu_processes_match_one_and_write_once(landmark_crops, tmp_path):
 
         # one checkpoint, one resumable state, one report, one MLflow run holding one checkpoint artifact
         assert sorted(p.name for p in (root / "models").rglob("*.pt")) == ["model.pt"]
-        assert sorted(str(p.relative_to(root)) for p in (root / "checkpoints").rglob("*.pt")) == ["checkpoints/pretrain/last.pt"]
+        states = sorted(str(p.relative_to(root)) for p in (root / "checkpoints").rglob("*.pt"))
+        assert states == ["checkpoints/pretrain/last.pt"]
         client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
         runs = client.search_runs([e.experiment_id for e in client.search_experiments()],
                                   filter_string="tags.`facelandmarks.stage` = 'pretrain'")
@@ -134,9 +135,9 @@ def test_ddp_fit_is_the_single_process_computation(tmp_path):
     for n in (1, 2):
         folder = tmp_path / f"nproc{n}"
         folder.mkdir()
-        cmd = [sys.executable, worker, str(folder)] if n == 1 else \
-            [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", worker, str(folder)]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        launcher = [] if n == 1 else ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
+        proc = subprocess.run([sys.executable, *launcher, worker, str(folder)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=600, check=False)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
         out[n] = json.loads((folder / "result.json").read_text())
         assert sorted(p.name for p in folder.iterdir()) == ["last.pt", "model.pt", "result.json", "weights.pt"]

@@ -8,7 +8,7 @@ import torch
 
 from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint
 from facelandmarks.model.config import ModelConfig
-from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.network import build_model
 from facelandmarks.schemes import IBUG68
 from facelandmarks.train.dataset import FaceDataset, OnlineAugment

@@ -14,7 +14,7 @@ import yaml
 from facelandmarks.data.table import write_table
 from facelandmarks.io.images import write_image
 from facelandmarks.model.checkpoint import load_checkpoint
-from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.preprocess import to_tensor
 from facelandmarks.model.pretrained import OFFLINE_WEIGHTS
 from facelandmarks.mlflow_runs import PARENT_ENV, pipeline_run
@@ -61,7 +61,8 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
 
-    from facelandmarks.train.stages import main_finetune, main_pretrain
+    from facelandmarks.train.finetune_stage import main as main_finetune
+    from facelandmarks.train.pretrain_stage import main as main_pretrain
 
     with pipeline_run() as parent_id:
         monkeypatch.setenv(PARENT_ENV, parent_id)

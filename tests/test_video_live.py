@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from conftest import RAW
 
 VIDEO = RAW / "demo" / "video" / "face_recognition__short_hamilton_clip.mp4"
+pytestmark = pytest.mark.needs_data  # reads data/raw (dvc pull); `make unit` deselects it
 
 
 @pytest.mark.slow
@@ -60,3 +61,16 @@ def test_live_refuses_a_missing_source_and_an_unknown_output_type(tiny_checkpoin
     r = CliRunner().invoke(app, ["live", str(VIDEO), *base, "--out", str(tmp_path / "x.gif")])
     assert r.exit_code == 2 and "unknown video type '.gif'" in r.output
     assert not (tmp_path / "x.gif").exists()
+
+
+@pytest.mark.slow
+def test_asking_for_a_window_without_a_display_says_so_and_runs_headless(tiny_checkpoint, tmp_path, monkeypatch):
+    from facelandmarks.cli import app
+
+    monkeypatch.setenv("FACELANDMARKS_PARAMS", str(tmp_path / "none.yaml"))
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    r = CliRunner().invoke(app, ["live", str(VIDEO), "--model", str(tiny_checkpoint), "--device", "cpu",
+                                 "--display", "--max-frames", "2"])
+    assert r.exit_code == 0, r.output
+    assert "no display here" in r.output and "2 frames in" in r.output

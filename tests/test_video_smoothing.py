@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import RAW, ROOT
+
 pytestmark = pytest.mark.needs_data  # reads data/raw (dvc pull); `make unit` deselects it
 
 

@@ -11,7 +11,7 @@ from conftest import RAW
 
 VIDEO = RAW / "demo" / "video" / "face_recognition__short_hamilton_clip.mp4"  # a cut to the audience at frame 20
 DEMO = RAW / "demo" / "images"
-pytestmark = pytest.mark.slow  # every test here uses the briefly trained model (tiny_checkpoint)
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]  # every test here uses the briefly trained model (tiny_checkpoint) and data/raw
 
 
 @pytest.fixture(scope="module")
@@ -158,10 +158,12 @@ def test_smoothing_steadies_the_points_and_keeps_the_ids(follower, frames):
     assert moves(smooth) < 0.8 * moves(raw)
     for r in raw:  # without smoothing the output is the network's points
         assert all(np.array_equal(f.landmarks, f.raw) for f in r.faces)
-    for r in smooth[1:]:
-        for f in r.faces:
-            side = float(f.box[2] - f.box[0])
-            assert 0 < np.linalg.norm(f.landmarks - f.raw, axis=-1).mean() < 0.1 * side
+    gaps = []  # smoothed vs the network's points, in box sides, for faces tracked since the previous frame
+    for prev, r in zip(smooth, smooth[1:]):
+        before = {f.track_id for f in prev.faces}
+        gaps += [np.linalg.norm(f.landmarks - f.raw, axis=-1).mean() / float(f.box[2] - f.box[0])
+                 for f in r.faces if f.track_id in before]
+    assert 0 < np.mean(gaps) and max(gaps) < 0.1
     rec = json.loads(json.dumps(frame_record(smooth[3])))
     assert rec["frame"] == 3 and rec["time"] == pytest.approx(0.1) and isinstance(rec["detector"], bool)
     face = rec["faces"][0]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -26,7 +27,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["atomic_dir", "atomic_path", "remove_stale_temporaries", "stale_temporaries", "write_json"]
+__all__ = ["atomic_dir", "atomic_path", "remove_stale_temporaries", "stale_temporaries", "write_json", "sha256_file"]
 
 log = logging.getLogger(__name__)
 
@@ -180,3 +181,16 @@ def write_json(path: str | os.PathLike, obj: object) -> None:
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks (checkpoints, downloads, weight files).
+
+    Raises:
+        OSError: the file cannot be read.
+    """
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

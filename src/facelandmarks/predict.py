@@ -39,7 +39,13 @@ from facelandmarks.inference.annotate import faces_json
 from facelandmarks.inference.landmarker import FaceLandmarker
 from facelandmarks.io.images import write_image
 from facelandmarks.io.pts import write_pts
-from facelandmarks.media import MediaLimits, decode_photo, media_kind, open_clip, write_gif
+from facelandmarks.media import (
+    MediaLimits,
+    decode_photo,
+    media_kind,
+    open_clip,
+    write_gif,
+)
 from facelandmarks.video.config import VideoParams
 
 __all__ = ["PredictResult", "collect_inputs", "predict_paths"]
@@ -159,7 +165,12 @@ def predict_paths(
         :class:`PredictResult`; inputs that cannot be read or fail are in ``failed`` (with the reason),
         never raised (outputs are computed before the first file is written).
     """
-    from facelandmarks.video import VideoLandmarker, track_clip, tracks_summary, write_jsonl
+    from facelandmarks.video import (
+        VideoLandmarker,
+        track_clip,
+        tracks_summary,
+        write_jsonl,
+    )
 
     limits = limits or MediaLimits()
     out = Path(out_dir)

@@ -50,7 +50,8 @@ def predict(
     limits = cfg.limits.model_copy(update={k: v for k, v in {"max_frames": max_frames, "fps": fps}.items() if v is not None})
     uri = model or cfg.model_uri
     try:
-        landmarker = FaceLandmarker.load(uri, device=device, tracking_uri=cfg.tracking_uri)
+        landmarker = FaceLandmarker.load(uri, device=device, tracking_uri=cfg.tracking_uri,
+                                           min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None)
     except (ModelSourceError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

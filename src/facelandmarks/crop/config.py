@@ -77,7 +77,8 @@ class CropCluster(StrictModel):
     connect_timeout_s: float = Field(30.0, gt=0)
 
     @model_validator(mode="after")
-    def _address_needs_dask(self) -> "CropCluster":
+    def _address_needs_dask(self) -> CropCluster:
         if self.address and self.backend != "dask":
-            raise ValueError(f"crop.cluster.address {self.address!r} is set but backend is {self.backend!r}: use backend: dask")
+            raise ValueError(
+                f"crop.cluster.address {self.address!r} is set but backend is {self.backend!r}: use backend: dask")
         return self

@@ -6,6 +6,10 @@ faces; each annotated face is matched to a detection by IoU with the box around 
 from its MTCNN box, exactly as inference will cut it; a missed face falls back to an MTCNN-like box
 derived from its landmarks (:func:`facelandmarks.crop.faces.fallback_box`). Misses and fallbacks are
 counted per data set. Unreadable photos and unusable faces are reported and skipped, never fatal.
+
+The work is done in chunks of consecutive photos (:func:`photo_chunks`, :func:`crop_chunk`), in this process
+or, with ``crop.cluster.backend: dask``, one Dask task per chunk (:func:`dask_client`); the chunks depend on
+the table alone, so both give byte-identical tables and crops.
 """
 
 from __future__ import annotations
@@ -144,7 +148,8 @@ def crop_faces(
     device = results[0].device if results else params.detector.device
     report = _report(df, crops, problems, wall, sum(r.detect_s for r in results), device)
     report["images_decoded"] = sum(r.images for r in results)
-    report["cluster"] = {"backend": "dask" if client is not None else "local", "workers": workers, "chunks": len(chunks)}
+    backend = "dask" if client is not None else "local"
+    report["cluster"] = {"backend": backend, "workers": workers, "chunks": len(chunks)}
     return crops, report
 
 

@@ -13,7 +13,6 @@ Guarantees:
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 import zipfile
@@ -21,10 +20,15 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlparse
 
 import requests
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 from tqdm import tqdm
 
-from facelandmarks.fsutil import atomic_dir
+from facelandmarks.fsutil import atomic_dir, sha256_file
 
 __all__ = ["FetchError", "ChecksumError", "UnsafeArchiveError", "download", "sha256_file", "extract", "fetch_archive"]
 
@@ -48,13 +52,6 @@ class _Transient(Exception):
     """A failure worth retrying."""
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> None:

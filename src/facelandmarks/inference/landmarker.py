@@ -8,7 +8,7 @@
    (:func:`facelandmarks.crop.faces.faces_from_detections`, with the crop settings stored in the
    model's checkpoint);
 3. all crops of a call go through the landmark network together
-   (:func:`facelandmarks.model.inference.predict_crops`);
+   (:func:`facelandmarks.model.prediction.predict_crops`);
 4. crop-pixel predictions are mapped back to photo pixels with each crop's exact affine
    (:func:`facelandmarks.crop.geometry.map_points`).
 
@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from facelandmarks.crop.faces import crop_face, faces_from_detections
 from facelandmarks.crop.geometry import map_points
 from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector
 from facelandmarks.device import resolve_device
+from facelandmarks.fsutil import sha256_file
 from facelandmarks.io.images import to_rgb_uint8
 from facelandmarks.schemes import LandmarkScheme, get_scheme
 
@@ -88,12 +88,6 @@ def detector_config_of(config: Any, device: str = "auto") -> DetectorConfig:
     return DetectorConfig.model_validate(stored)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FaceLandmarker:
@@ -158,6 +152,8 @@ class FaceLandmarker:
         batch_size: int = 64,
         runtime: str = "torch",
         num_threads: int = 0,
+        min_score: float | None = None,
+        detect_max_side: int | None = None,
     ) -> "FaceLandmarker":
         """Load a trained model.
 
@@ -172,6 +168,9 @@ class FaceLandmarker:
             runtime: ``torch``, or ``onnx`` to run the landmark network with ONNX Runtime on the CPU (a
                 checkpoint is exported on the fly; an ``.onnx`` file from ``facelandmarks export`` is used as is).
             num_threads: ONNX Runtime intra-op threads (0: its default).
+            min_score: drop detections MTCNN scores below this (the service and ``facelandmarks predict`` use
+                ``serve.detect_min_score``, 0.9); None: the model's stored ``crop.detector.min_score``.
+            detect_max_side: downscale photos to this longer side for MTCNN; None: the stored ``max_side``.
         Raises:
             ValueError: an unknown runtime, or an ``.onnx`` file that is not an exported landmark network.
             facelandmarks.inference.source.ModelSourceError: the URI leads nowhere.
@@ -181,20 +180,28 @@ class FaceLandmarker:
         from facelandmarks.model.checkpoint import load_checkpoint
 
         if runtime == "onnx":
-            return cls._load_onnx(uri, tracking_uri, detector, batch_size, num_threads)
-        dev = resolve_device(device)
-        with local_checkpoint(uri, tracking_uri) as path:
-            model, config = load_checkpoint(path, map_location=dev)
-            digest = _sha256(path)
-        return cls(model, config, detector=detector, device=dev, batch_size=batch_size, source=os.fspath(uri),
-                   checkpoint_sha256=digest)
+            out = cls._load_onnx(uri, tracking_uri, detector, batch_size, num_threads)
+        else:
+            dev = resolve_device(device)
+            with local_checkpoint(uri, tracking_uri) as path:
+                model, config = load_checkpoint(path, map_location=dev)
+                digest = sha256_file(path)
+            out = cls(model, config, detector=detector, device=dev, batch_size=batch_size, source=os.fspath(uri),
+                      checkpoint_sha256=digest)
+        overrides = {k: v for k, v in {"min_score": min_score, "max_side": detect_max_side or None}.items() if v is not None}
+        if overrides and detector is None:
+            out.detector = FaceDetector(out.detector.config.model_copy(update=overrides))
+        return out
 
     @classmethod
     def _load_onnx(cls, uri: str | os.PathLike, tracking_uri: str | None, detector: FaceDetector | None,
                    batch_size: int, num_threads: int) -> "FaceLandmarker":
         import tempfile
 
-        from facelandmarks.inference.onnx_runtime import OnnxLandmarkNetwork, export_onnx
+        from facelandmarks.inference.onnx_runtime import (
+            OnnxLandmarkNetwork,
+            export_onnx,
+        )
         from facelandmarks.inference.source import local_checkpoint
 
         if str(uri).endswith(".onnx"):
@@ -289,7 +296,7 @@ class FaceLandmarker:
         Returns:
             ``(N, K, 2) float32`` landmarks in crop pixels.
         """
-        from facelandmarks.model.inference import predict_crops
+        from facelandmarks.model.prediction import predict_crops
 
         if self.runtime == "onnx":
             return self.model.predict_crops(crops, batch_size=self.batch_size)

@@ -4,20 +4,21 @@
 ``(B, S, S, 3) float32`` RGB in [0, 255] (the ``uint8`` crops cast to float), and does the model's own input
 normalisation and, when the checkpoint asks for it, the flip test inside, so it needs no Python around it:
 output ``(B, K, 2) float32`` landmarks in crop pixels (pixel centres at integers), exactly what
-:func:`facelandmarks.model.inference.predict_crops` returns. The checkpoint's ``ModelConfig`` (scheme, input
+:func:`facelandmarks.model.prediction.predict_crops` returns. The checkpoint's ``ModelConfig`` (scheme, input
 size, crop and detector settings) and the checkpoint's sha256 are stored in the ONNX file's metadata, so the
 file alone is enough to cut faces the way the model was trained (:class:`OnnxLandmarkNetwork`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from facelandmarks.fsutil import sha256_file
 
 __all__ = ["OnnxLandmarkNetwork", "export_onnx", "ONNX_CONFIG_KEY"]
 
@@ -26,12 +27,6 @@ ONNX_CONFIG_KEY = "facelandmarks.model_config"
 ONNX_SHA_KEY = "facelandmarks.checkpoint_sha256"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
@@ -79,7 +74,7 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
             dynamic_axes={"crops": {0: "batch"}, "landmarks": {0: "batch"}}, opset_version=opset, dynamo=False,
         )
         proto = onnx.load(str(tmp))
-        for key, value in ((ONNX_CONFIG_KEY, config.model_dump_json()), (ONNX_SHA_KEY, _sha256(Path(checkpoint)))):
+        for key, value in ((ONNX_CONFIG_KEY, config.model_dump_json()), (ONNX_SHA_KEY, sha256_file(Path(checkpoint)))):
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.checker.check_model(proto)

@@ -21,7 +21,6 @@ Sources (verified here):
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import logging
 import os
@@ -30,6 +29,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from facelandmarks.fsutil import sha256_file
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "OfflineWeights", "OFFLINE_WEIGHTS", "PretrainedError",
            "offline_file", "load_by_position", "imagenet_source", "input_normalisation"]
@@ -91,12 +92,6 @@ OFFLINE_WEIGHTS: dict[str, OfflineWeights] = {
 }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def offline_file(entry: OfflineWeights) -> Path | None:
@@ -131,7 +126,7 @@ def load_by_position(module: nn.Module, path: str | os.PathLike, sha256: str) ->
         PretrainedError: sha256 mismatch (tampered or another file), unreadable file, or a shape / count mismatch.
     """
     path = Path(path)
-    actual = _sha256(path)
+    actual = sha256_file(path)
     if actual != sha256:
         raise PretrainedError(f"{path}: sha256 {actual} differs from the pinned {sha256}: the weight file was "
                               f"altered or is another file; reinstall its package")

@@ -10,23 +10,17 @@ A version's tags record what it is and how it was judged:
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
+
+from facelandmarks.fsutil import sha256_file
 
 __all__ = ["SHA_TAG", "current_champion", "find_version", "log_landmark_model", "sha256_file"]
 
 SHA_TAG = "checkpoint_sha256"
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _requirements() -> list[str]:

@@ -22,13 +22,13 @@ from facelandmarks.io.images import ImageReadError, read_image
 from facelandmarks.params import StrictModel
 from facelandmarks.schemes import LandmarkScheme
 
-__all__ = ["Faces", "OnlineAugment", "load_faces", "concat_faces", "FaceDataset"]
+__all__ = ["CropSet", "OnlineAugment", "load_faces", "concat_faces", "FaceDataset"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class Faces:
+class CropSet:
     """Crops and their landmarks.
 
     Attributes:
@@ -48,13 +48,13 @@ class Faces:
     def __len__(self) -> int:
         return len(self.images)
 
-    def subset(self, index: np.ndarray | slice) -> Faces:
+    def subset(self, index: np.ndarray | slice) -> CropSet:
         """The faces at ``index``."""
-        return Faces(self.images[index], self.landmarks[index], self.visible[index], self.face_ids[index])
+        return CropSet(self.images[index], self.landmarks[index], self.visible[index], self.face_ids[index])
 
 
-def concat_faces(parts: list[Faces]) -> Faces:
-    """One :class:`Faces` of several (same crop size), in order; ``skipped`` is summed.
+def concat_faces(parts: list[CropSet]) -> CropSet:
+    """One :class:`CropSet` of several (same crop size), in order; ``skipped`` is summed.
 
     Raises:
         ValueError: no part, or crops of different sizes.
@@ -64,14 +64,14 @@ def concat_faces(parts: list[Faces]) -> Faces:
     sizes = {p.images.shape[1:] for p in parts}
     if len(sizes) > 1:
         raise ValueError(f"crops of different sizes cannot be concatenated: {sorted(sizes)}")
-    return Faces(np.concatenate([p.images for p in parts]), np.concatenate([p.landmarks for p in parts]),
+    return CropSet(np.concatenate([p.images for p in parts]), np.concatenate([p.landmarks for p in parts]),
                  np.concatenate([p.visible for p in parts]), np.concatenate([p.face_ids for p in parts]),
                  sum(p.skipped for p in parts))
 
 
 def load_faces(
     table: pd.DataFrame, root: str | Path, image_column: str, landmark_column: str, size: int | None = None
-) -> Faces:
+) -> CropSet:
     """Read the crops a table points to.
 
     Args:
@@ -80,8 +80,8 @@ def load_faces(
         root: project root the paths are relative to.
         size: expected crop side; crops of another size are resized (landmarks scaled with them).
     Returns:
-        :class:`Faces`; unreadable images or landmarks of the wrong shape are logged and skipped
-        (``Faces.skipped`` counts them).
+        :class:`CropSet`; unreadable images or landmarks of the wrong shape are logged and skipped
+        (``CropSet.skipped`` counts them).
     Raises:
         ValueError: no row could be read, or a needed column is missing (names the column).
     """
@@ -117,7 +117,7 @@ def load_faces(
         raise ValueError(f"none of the {len(table)} rows could be read (see the warnings above)")
     if skipped:
         log.warning("%d of %d faces skipped", skipped, len(table))
-    return Faces(np.stack(images), np.stack(lms).astype(np.float32), np.stack(vis), np.asarray(ids), skipped)
+    return CropSet(np.stack(images), np.stack(lms).astype(np.float32), np.stack(vis), np.asarray(ids), skipped)
 
 
 class OnlineAugment(StrictModel):
@@ -166,7 +166,7 @@ class OnlineAugment(StrictModel):
 
 
 class FaceDataset(Dataset):
-    """A torch data set over :class:`Faces`.
+    """A torch data set over :class:`CropSet`.
 
     Items are ``(image (S, S, 3) uint8 tensor, landmarks (K, 2) float32, visible (K,) bool)``; batches are
     turned into model input by :func:`facelandmarks.model.preprocess.to_tensor`.
@@ -185,8 +185,8 @@ class FaceDataset(Dataset):
         mix: ``(pool, ratio)`` pairs of other faces (same crop size) mixed into every epoch.
     """
 
-    def __init__(self, faces: Faces, scheme: LandmarkScheme, augment: OnlineAugment | None = None, seed: int = 0,
-                 mix: list[tuple[Faces, float]] = ()):
+    def __init__(self, faces: CropSet, scheme: LandmarkScheme, augment: OnlineAugment | None = None, seed: int = 0,
+                 mix: list[tuple[CropSet, float]] = ()):
         self.faces = faces
         self.scheme = scheme
         self.augment = augment
@@ -206,7 +206,7 @@ class FaceDataset(Dataset):
     def __len__(self) -> int:
         return len(self.faces) + sum(n for _, n in self.mix)
 
-    def _row(self, i: int) -> tuple[Faces, int]:
+    def _row(self, i: int) -> tuple[CropSet, int]:
         if i < len(self.faces):
             return self.faces, i
         k = i - len(self.faces)

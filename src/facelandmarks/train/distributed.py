@@ -26,6 +26,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,26 +42,26 @@ from torch.utils.data import Dataset, DistributedSampler
 from facelandmarks.params import StrictModel
 
 __all__ = [
-    "NPROC_ENV",
     "BACKEND_ENV",
-    "DistributedParams",
+    "NPROC_ENV",
     "DistContext",
-    "context",
-    "under_torchrun",
-    "process_group",
-    "rank_device",
-    "train_sampler",
-    "rank_batch_size",
+    "DistributedParams",
     "TrainForward",
-    "wrap_for_training",
-    "broadcast_buffers",
-    "reduce_sums",
-    "reduce_mean",
     "agree",
     "barrier",
-    "torchrun_command",
+    "broadcast_buffers",
+    "context",
+    "process_group",
+    "rank_batch_size",
+    "rank_device",
+    "reduce_mean",
+    "reduce_sums",
     "relaunch_under_torchrun",
     "stage_entry",
+    "torchrun_command",
+    "train_sampler",
+    "under_torchrun",
+    "wrap_for_training",
 ]
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class DistributedParams(StrictModel):
     nproc_per_node: int = Field(1, ge=1)
     backend: Literal["auto", "gloo", "nccl"] = "auto"
 
-    def resolved(self) -> "DistributedParams":
+    def resolved(self) -> DistributedParams:
         """These params with the environment variables applied.
 
         Raises:
@@ -202,7 +203,7 @@ def rank_batch_size(batch_size: int, ctx: DistContext | None = None) -> int:
 
 
 def train_sampler(dataset: Dataset, seed: int, ctx: DistContext | None = None) -> DistributedSampler:
-    """The sampler of the training rows: rank ``r`` of ``w`` gets positions ``r, r + w, ...`` of the epoch's permutation.
+    """Sampler of the training rows: rank ``r`` of ``w`` gets positions ``r, r + w, ...`` of the epoch's permutation.
 
     The permutation is ``torch.randperm(len(dataset))`` drawn from ``seed + epoch`` (call ``set_epoch``), the
     same as ``RandomSampler`` with a generator seeded so; with ``w`` ranks and ``batch_size / w`` faces per
@@ -239,6 +240,9 @@ def wrap_for_training(model: nn.Module, device: torch.device, ctx: DistContext |
     if not ctx.enabled:
         return step
     ids = [device.index] if device.type == "cuda" else None
+    # depthwise-conv weights (C, 1, k, k) have ambiguous strides; their gradients are copied into the buckets
+    # correctly, but torch warns on every rank once per run: harmless, silenced
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return nn.parallel.DistributedDataParallel(step, device_ids=ids)
 
 
@@ -300,7 +304,8 @@ def torchrun_command(script: str | os.PathLike, nproc_per_node: int, args: Seque
             os.fspath(script), *args]
 
 
-def relaunch_under_torchrun(script: str | os.PathLike, params: DistributedParams, args: Sequence[str] = ()) -> int | None:
+def relaunch_under_torchrun(script: str | os.PathLike, params: DistributedParams,
+                            args: Sequence[str] = ()) -> int | None:
     """Run ``script`` under torchrun when asked for more than one process and not under torchrun already.
 
     Args:
@@ -317,10 +322,11 @@ def relaunch_under_torchrun(script: str | os.PathLike, params: DistributedParams
     env = {**os.environ, BACKEND_ENV: p.backend}
     cmd = torchrun_command(Path(script), p.nproc_per_node, args)
     log.info("running under torchrun: %s", " ".join(cmd))
-    return subprocess.run(cmd, env=env).returncode
+    return subprocess.run(cmd, env=env, check=False).returncode
 
 
-def stage_entry(main: Callable[[], Any], script: str | os.PathLike, params_path: str | os.PathLike = "params.yaml") -> None:
+def stage_entry(main: Callable[[], Any], script: str | os.PathLike,
+                params_path: str | os.PathLike = "params.yaml") -> None:
     """What ``pipelines/pretrain.py`` and ``pipelines/finetune.py`` run: the stage in this process, or the
     same script under torchrun when ``train.distributed`` (or ``FACELANDMARKS_NPROC_PER_NODE``) asks for
     more than one process.

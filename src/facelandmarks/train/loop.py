@@ -35,20 +35,21 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from facelandmarks.device import resolve_device
 from facelandmarks.fsutil import atomic_path
 from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.model.checkpoint import read_checkpoint, save_checkpoint
-from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.losses import LossName, landmark_loss
 from facelandmarks.model.network import LandmarkModel
 from facelandmarks.model.preprocess import to_tensor
 from facelandmarks.schemes import LandmarkScheme
 from facelandmarks.train import distributed as ddp
-from facelandmarks.train.dataset import FaceDataset, Faces
+from facelandmarks.train.dataset import FaceDataset, CropSet
 from facelandmarks.train.early_stop import EarlyStopping
 from facelandmarks.train.schedule import WarmupCosine
 
-__all__ = ["FitOptions", "EpochLog", "FitResult", "fit", "validation_nme", "resolve_device"]
+__all__ = ["FitOptions", "EpochLog", "FitResult", "fit", "validation_nme"]
 
 log = logging.getLogger(__name__)
 
@@ -137,20 +138,7 @@ class FitResult:
     history: list[EpochLog] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU.
-
-    Raises:
-        ValueError: ``cuda`` requested but not available.
-    """
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-def validation_nme(model: torch.nn.Module, faces: Faces, scheme: LandmarkScheme, device: torch.device) -> float:
+def validation_nme(model: torch.nn.Module, faces: CropSet, scheme: LandmarkScheme, device: torch.device) -> float:
     """Mean inter-ocular NME (fraction) of ``model`` on ``faces``, visible points only.
 
     In a distributed run every rank measures faces ``rank, rank + world_size, ...`` and the per-face sums are
@@ -165,7 +153,7 @@ def validation_nme(model: torch.nn.Module, faces: Faces, scheme: LandmarkScheme,
     total, count = 0.0, 0
     if len(share):
         pred = predict_crops(model, share.images, device=device)
-        per_face = np.asarray(nme(pred, share.landmarks, normaliser(share.landmarks, scheme), share.visible), np.float64)
+        per_face = nme(pred, share.landmarks, normaliser(share.landmarks, scheme), share.visible).astype(np.float64)
         total, count = float(np.nansum(per_face)), int(np.isfinite(per_face).sum())
     return ddp.reduce_mean(total, count, ctx)
 
@@ -186,7 +174,7 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 def fit(
     model: LandmarkModel,
     train_set: FaceDataset,
-    val_faces: Faces,
+    val_faces: CropSet,
     param_groups: list[dict[str, Any]],
     opts: FitOptions,
     best_path: str | Path,
@@ -223,7 +211,7 @@ def fit(
         raise ValueError("no training faces")
     ctx = ddp.context()
     main = ctx.is_main
-    device = ddp.rank_device(resolve_device(opts.device), ctx)
+    device = ddp.rank_device(torch.device(resolve_device(opts.device)), ctx)
     cuda = device.type == "cuda"
     model.to(device)
     if cuda and opts.channels_last:
@@ -295,8 +283,8 @@ def fit(
         step = epoch * steps_per_epoch
         (train_mode or (lambda m: m.train()))(model)
         total, count = 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False, disable=not (opts.progress and main),
-                   dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{opts.epochs}", leave=False,
+                   disable=not (opts.progress and main), dynamic_ncols=True)
         for images, targets, visible in bar:
             x = to_tensor(images).to(device, non_blocking=True)
             if cuda and opts.channels_last:
@@ -335,7 +323,8 @@ def fit(
         capped = cap_seconds is not None and train_seconds >= cap_seconds and epoch + 1 < opts.epochs
         if ddp.agree(capped and not stopped_early, ctx):  # rank 0's clock decides for all ranks
             stopped_by_time_cap = True
-            (log.warning if main else log.debug)("max_minutes safety cap (%.1f min) reached after epoch %d of %d: stopping with the best "
+            (log.warning if main else log.debug)(
+                        "max_minutes safety cap (%.1f min) reached after epoch %d of %d: stopping with the best "
                         "checkpoint so far (epoch %d); this is NOT the run the params describe - raise max_minutes",
                         opts.max_minutes, epoch + 1, opts.epochs, stopper.best_epoch + 1)
         msg = (f"epoch {epoch + 1}/{opts.epochs}: train loss {entry.train_loss:.4f}, val NME {100 * val:.2f}% "

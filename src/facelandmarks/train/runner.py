@@ -29,14 +29,15 @@ import pandas as pd
 import torch
 
 from facelandmarks.data.table import read_table
+from facelandmarks.device import resolve_device
 from facelandmarks.metrics.nme import nme, normaliser
-from facelandmarks.model.inference import predict_crops
+from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.network import LandmarkModel, count_parameters
 from facelandmarks.schemes import LandmarkScheme
 from facelandmarks.train import distributed as ddp
-from facelandmarks.train.dataset import FaceDataset, Faces, concat_faces, load_faces
+from facelandmarks.train.dataset import FaceDataset, CropSet, concat_faces, load_faces
 from facelandmarks.train.figures import prediction_figure
-from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit, resolve_device
+from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit
 from facelandmarks.train.params import TrainParams, _StageParams
 
 __all__ = [
@@ -76,7 +77,7 @@ def set_threads(num_threads: int) -> int:
 
 
 def load_split(table: pd.DataFrame, dataset: str, split: str, source: Path, size: int, image_column: str,
-               landmark_column: str, max_rows: int = 0, max_variants: int = 0) -> Faces | None:
+               landmark_column: str, max_rows: int = 0, max_variants: int = 0) -> CropSet | None:
     """Crops of one data set and split (None when there is no such row).
 
     Args:
@@ -110,13 +111,13 @@ class StageData:
         extra_val: validation crops of the mixed data sets, by name (reported, never used to select).
     """
 
-    train: Faces
-    val: Faces
-    test: Faces | None
+    train: CropSet
+    val: CropSet
+    test: CropSet | None
     val_is_train: bool = False
     train_counts: dict[str, int] = field(default_factory=dict)
-    mix: list[tuple[str, Faces, float]] = field(default_factory=list)
-    extra_val: dict[str, Faces] = field(default_factory=dict)
+    mix: list[tuple[str, CropSet, float]] = field(default_factory=list)
+    extra_val: dict[str, CropSet] = field(default_factory=dict)
 
 
 def load_stage_data(dataset: str | list[str], size: int, max_faces: int = 0, test_split: str | None = None,
@@ -142,7 +143,7 @@ def load_stage_data(dataset: str | list[str], size: int, max_faces: int = 0, tes
     augmented = read_table(AUGMENTED_TABLE)
     crops = read_table(CROPS_TABLE)
 
-    def train_rows(name: str) -> Faces:
+    def train_rows(name: str) -> CropSet:
         faces = load_split(augmented, name, "train", AUGMENTED_TABLE, size, "image_path", "landmarks", max_faces,
                            variants.get(name, 0))
         if faces is None:
@@ -192,7 +193,7 @@ def fit_options(train: TrainParams, stage: _StageParams, seed: int) -> FitOption
     )
 
 
-def fingerprint(*parts: Any, faces: Faces | None = None, files: list[Path] = ()) -> str:
+def fingerprint(*parts: Any, faces: CropSet | None = None, files: list[Path] = ()) -> str:
     """sha256 of JSON-able parts, a face set (ids and landmarks) and files: what a resumable run depends on."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     if faces is not None:
@@ -203,7 +204,7 @@ def fingerprint(*parts: Any, faces: Faces | None = None, files: list[Path] = ())
     return h.hexdigest()
 
 
-def evaluate_nme(model: torch.nn.Module, faces: Faces, scheme: LandmarkScheme, device: torch.device) -> np.ndarray:
+def evaluate_nme(model: torch.nn.Module, faces: CropSet, scheme: LandmarkScheme, device: torch.device) -> np.ndarray:
     """Per-face inter-ocular NME ``(N,)`` (fraction) of ``model`` on ``faces``."""
     pred = predict_crops(model, faces.images, device=device)
     return nme(pred, faces.landmarks, normaliser(faces.landmarks, scheme), faces.visible)
@@ -279,7 +280,7 @@ def run_stage(
     last_path = Path(train_params.state_dir) / stage / "last.pt"
     opts = fit_options(train_params, stage_params, int(params.get("seed", 0)))
     ctx = ddp.context()
-    device = ddp.rank_device(resolve_device(opts.device), ctx)
+    device = ddp.rank_device(torch.device(resolve_device(opts.device)), ctx)
     meta = {"stage": stage, "dataset": stage_params.dataset_name, "run_name": run_name}
     mix_ids = [(name, ratio, fingerprint(faces=pool)) for name, pool, ratio in data.mix]
     fp = fingerprint(fingerprint_parts, opts.__dict__, model.config.model_dump(), mix_ids, faces=data.train,

@@ -9,10 +9,26 @@
 * settings: the ``video`` section of params.yaml (:mod:`facelandmarks.video.config`).
 """
 
-from facelandmarks.video.clips import TrackedClip, draw_tracked, track_clip, tracks_summary, write_jsonl
-from facelandmarks.video.config import SmoothingParams, TrackerParams, VideoParams, load_video_params
+from facelandmarks.video.clips import (
+    TrackedClip,
+    draw_tracked,
+    track_clip,
+    tracks_summary,
+    write_jsonl,
+)
+from facelandmarks.video.config import (
+    SmoothingParams,
+    TrackerParams,
+    VideoParams,
+    load_video_params,
+)
 from facelandmarks.video.smoothing import LandmarkSmoother
-from facelandmarks.video.tracker import FrameResult, TrackedFace, VideoLandmarker, frame_record
+from facelandmarks.video.tracker import (
+    FrameResult,
+    TrackedFace,
+    VideoLandmarker,
+    frame_record,
+)
 
 __all__ = [
     "FrameResult",

@@ -17,7 +17,12 @@ import numpy as np
 from facelandmarks.draw import draw_faces
 from facelandmarks.media import Clip, MediaReadError, resize_max_side
 from facelandmarks.schemes import LandmarkScheme
-from facelandmarks.video.tracker import FrameResult, TrackedFace, VideoLandmarker, frame_record
+from facelandmarks.video.tracker import (
+    FrameResult,
+    TrackedFace,
+    VideoLandmarker,
+    frame_record,
+)
 
 __all__ = ["TrackedClip", "draw_tracked", "track_clip", "tracks_summary", "write_jsonl"]
 
@@ -122,5 +127,4 @@ def write_jsonl(path: str | os.PathLike, results: Iterable[FrameResult], decimal
     from facelandmarks.fsutil import atomic_path
 
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        for r in results:
-            f.write(json.dumps(frame_record(r, decimals), separators=(",", ":")) + "\n")
+        f.writelines(json.dumps(frame_record(r, decimals), separators=(",", ":")) + "\n" for r in results)

@@ -14,7 +14,7 @@ from pydantic import Field
 
 from facelandmarks.params import StrictModel, load_params, section
 
-__all__ = ["TrackerParams", "SmoothingParams", "VideoParams", "load_video_params"]
+__all__ = ["SmoothingParams", "TrackerParams", "VideoParams", "load_video_params"]
 
 
 class TrackerParams(StrictModel):
@@ -48,7 +48,7 @@ class TrackerParams(StrictModel):
             not make its tracks' boxes shrink or grow from frame to frame.
     """
 
-    detect_every: int = Field(10, ge=1)
+    detect_every: int = Field(5, ge=1)
     match_iou: float = Field(0.3, gt=0.0, le=1.0)
     keep_iou: float = Field(0.5, ge=0.0, le=1.0)
     max_misses: int = Field(1, ge=0)

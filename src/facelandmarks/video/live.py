@@ -25,7 +25,7 @@ from facelandmarks.media import MediaReadError
 from facelandmarks.video.clips import draw_tracked
 from facelandmarks.video.tracker import VideoLandmarker, frame_record
 
-__all__ = ["LiveStats", "open_capture", "display_available", "run_live"]
+__all__ = ["LiveStats", "display_available", "open_capture", "run_live"]
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,8 @@ def run_live(
         source: see :func:`open_capture`.
         out: annotated video file to write (``.mp4``, ``.avi``, ...; written atomically when the loop ends).
         jsonl: JSON-lines file of the frames' faces (:func:`facelandmarks.video.frame_record`), atomic too.
-        display: show a window (None: when :func:`display_available`).
+        display: show a window (None: when :func:`display_available`; True where there is none: a
+            warning, and the loop runs without a window).
         max_frames: stop after this many frames (0: at the end of the source).
         echo: where the frames-per-second lines go.
         report_every_s: seconds between two frames-per-second lines.
@@ -125,7 +126,9 @@ def run_live(
     src_fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
     src_fps = src_fps if 0 < src_fps < 1000 else 30.0
     video.reset(fps=src_fps)
-    show = display_available() if display is None else bool(display)
+    show = display_available() if display is None or display else False
+    if display and not show:
+        echo("live: no display here (or OpenCV without a GUI, e.g. opencv-python-headless): not showing frames")
     stats = LiveStats(displayed=show, out=Path(out) if out else None)
     writer: cv2.VideoWriter | None = None
     ids: set[int] = set()

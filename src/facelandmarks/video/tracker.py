@@ -56,7 +56,7 @@ from facelandmarks.io.images import to_rgb_uint8
 from facelandmarks.video.config import SmoothingParams, TrackerParams, VideoParams
 from facelandmarks.video.smoothing import LandmarkSmoother
 
-__all__ = ["TrackedFace", "FrameResult", "VideoLandmarker", "frame_record"]
+__all__ = ["FrameResult", "TrackedFace", "VideoLandmarker", "frame_record"]
 
 log = logging.getLogger(__name__)
 

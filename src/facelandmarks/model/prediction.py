@@ -1,4 +1,4 @@
-"""Batched prediction on crops (training validation, evaluation and serving share it)."""
+"""Batched prediction on crops: the network on ready crops (training validation, evaluation and serving share it)."""
 
 from __future__ import annotations
 
