@@ -107,12 +107,15 @@ def test_serve_photos_bad_input_and_keep_serving(server):
     assert r.status_code == 200 and r.json() == []
 
 
-def _assert_same_faces(got: list[dict], want: list[dict], atol: float = 1e-3) -> None:
+def _assert_same_faces(got: list[dict], want: list[dict], atol: float = 0.011) -> None:
+    """Same faces up to the JSON's rounding: points and boxes are rounded to 0.01 px and scores to 1e-4, and a
+    batch of another size can move the float32 result by ~1e-5 px (other convolution kernels), which flips the
+    last rounded digit now and then (seen: 253.67 vs 253.66). One rounding unit is allowed, nothing more."""
     assert len(got) == len(want)
     for g, w in zip(got, want):
-        np.testing.assert_allclose(g["box"], w["box"], atol=atol)
-        np.testing.assert_allclose(g["landmarks"], w["landmarks"], atol=atol)
-        assert abs(g["score"] - w["score"]) <= 1e-4
+        np.testing.assert_allclose(g["box"], w["box"], rtol=0, atol=atol)
+        np.testing.assert_allclose(g["landmarks"], w["landmarks"], rtol=0, atol=atol)
+        assert abs(g["score"] - w["score"]) <= 1.1e-4
 
 
 def _batched_calls(url: str) -> float:
