@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from facelandmarks.io.pts import AnnotationError, parse_pts
+from facelandmarks.io.pts import AnnotationError, read_pts
 
 __all__ = ["read_caricature_txt"]
 
@@ -29,11 +29,7 @@ def read_caricature_txt(path: str | os.PathLike, num_points: int = 68) -> np.nda
         FileNotFoundError: no such file.
     """
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise AnnotationError(f"{p}: not a text file ({e})") from e
-    pts = parse_pts(text, source=str(p), one_based=False)
+    pts = read_pts(p, one_based=False)
     if len(pts) != num_points:
         raise AnnotationError(f"{p}: {len(pts)} points, expected {num_points}")
     return pts
