@@ -176,7 +176,8 @@ def _speed_table(sp: dict, device: str) -> str:
 
 
 #: what each serving mode of benchmarks/serving_load.py measures (the rows are labelled by endpoint).
-SERVING_MODES = {"batching_on": "adaptive batching", "batching_off": "one photo per request"}
+SERVING_MODES = {"batching_on": "adaptive batching", "batching_off": "one photo per request",
+                 "throughput_8": "good photos only, 8 clients"}
 
 
 def _serving_modes(sv: dict) -> list[tuple[str, str, dict]]:

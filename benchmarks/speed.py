@@ -261,7 +261,7 @@ def run_speed(model_path: Path, devices: list[str], options: SpeedOptions | None
         ours = FaceLandmarker.load(model_path, device=device, batch_size=max(opts.batch_sizes))
         result[device] = {
             "landmark_model": landmark_model_speed(ours.predict_crops, crops, device, opts),
-            "end_to_end": end_to_end_speed(lambda f: len(ours(f)), frames, opts.frame_warmup, device),
+            "end_to_end": end_to_end_speed(lambda f, m=ours: len(m(f)), frames, opts.frame_warmup, device),
         }
         del ours
     onnx = FaceLandmarker.load(model_path, runtime="onnx", num_threads=opts.threads, batch_size=max(opts.batch_sizes))

@@ -253,3 +253,39 @@ def tiny_checkpoint(small_crops, tmp_path_factory) -> Path:
         FitOptions(epochs=4, batch_size=8, warmup_epochs=0.5, device="cpu", progress=False, resume=False, patience=0),
         out / "model.pt", out / "last.pt", meta={"stage": "tests"})
     return out / "model.pt"
+
+
+@pytest.fixture
+def stage_logged_to_mlflow():
+    """A check: the MLflow store ``<root>/mlflow.db`` holds exactly one FINISHED child run of ``stage`` with metrics."""
+
+    def check(root: Path, stage: str) -> None:
+        import mlflow
+
+        client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+        child = [r for r in runs if r.data.tags.get("facelandmarks.stage") == stage]
+        assert len(child) == 1 and child[0].info.status == "FINISHED", [r.info.status for r in child]
+        assert child[0].data.metrics
+
+    return check
+
+
+def wait_until_healthy(url: str, proc, log: Path, timeout_s: float, what: str) -> None:
+    """Poll ``GET url`` until it answers 200 while ``proc`` (a started server) runs; fail with the log's tail
+    when the server exits or ``timeout_s`` passes."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited ({proc.returncode}):\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{what} not healthy at {url} after {timeout_s} s:\n{log.read_text()[-4000:]}")

@@ -76,7 +76,7 @@ def test_flipped_variants_are_reindexed_mirrors(small_crops, tmp_path):
 
 
 @pytest.mark.slow
-def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path, monkeypatch):
+def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path, monkeypatch, stage_logged_to_mlflow):
     crops, _, _ = small_crops
     write_table(crops, tmp_path / "crops.parquet")
     params = load_params("params.yaml")
@@ -108,14 +108,4 @@ def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path
     report = json.loads((tmp_path / "augment.json").read_text())
     assert report["rows"] == len(t) and report["faces_skipped"] == 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    _assert_logged_to_mlflow(tmp_path)
-
-
-def _assert_logged_to_mlflow(tmp_path):
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    child = [r for r in runs if r.data.tags.get("facelandmarks.stage") == STAGE]
-    assert len(child) == 1 and child[0].info.status == "FINISHED"
-    assert child[0].data.metrics
+    stage_logged_to_mlflow(tmp_path, STAGE)

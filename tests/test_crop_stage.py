@@ -98,7 +98,7 @@ def test_fallback_box_frames_faces_like_mtcnn(small_crops, params):
 
 
 @pytest.mark.slow
-def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_path, monkeypatch):
+def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_path, monkeypatch, stage_logged_to_mlflow):
     """main(): a broken photo and a face with collapsed landmarks are counted and skipped, not fatal."""
     good = crop_subset[crop_subset["subset"].isin(["helen", "ads"])].head(3)
     broken_file = tmp_path / "broken.jpg"
@@ -140,14 +140,4 @@ def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_
     # outputs in place, no temporary folders left behind
     assert all((tmp_path / "crops").joinpath(f"{fid}.png").is_file() for fid in crops["face_id"])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
-    _assert_logged_to_mlflow(tmp_path)
-
-
-def _assert_logged_to_mlflow(tmp_path):
-    import mlflow
-
-    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
-    child = [r for r in runs if r.data.tags.get("facelandmarks.stage") == STAGE]
-    assert len(child) == 1 and child[0].info.status == "FINISHED"
-    assert child[0].data.metrics
+    stage_logged_to_mlflow(tmp_path, STAGE)

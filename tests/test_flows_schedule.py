@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
+from conftest import wait_until_healthy
 
 pytestmark = pytest.mark.slow
 
@@ -47,19 +47,6 @@ def _stop(proc: subprocess.Popen, timeout_s: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-
-
-def _wait_healthy(api: str, server: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + SERVER_START_S
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"prefect server exited:\n{_tail(log)}"
-        try:
-            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"prefect server not healthy after {SERVER_START_S} s:\n{_tail(log)}")
 
 
 def _wait_completed_scheduled_run(api: str, serving: subprocess.Popen, log: Path):
@@ -103,7 +90,7 @@ def test_scheduled_run_fires_and_completes(tiny_project, tmp_path):
         server = subprocess.Popen([str(bindir / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
                                   env=server_env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_healthy(api, server, server_log)
+        wait_until_healthy(f"{api}/health", server, server_log, SERVER_START_S, "prefect server")
         serve_env = {**tiny_project.env, "PREFECT_API_URL": api, "PREFECT_HOME": str(tmp_path / "prefect-client"),
                      "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
         t0 = time.monotonic()

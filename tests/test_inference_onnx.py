@@ -53,3 +53,32 @@ def test_export_command_writes_a_runnable_onnx_file(tiny_checkpoint, tmp_path):
     assert net.predict_crops(np.zeros((2, net.config.input_size, net.config.input_size, 3), np.uint8)).shape == (2, 68, 2)
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "x.onnx"), "--model", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
+
+
+@pytest.mark.slow
+def test_variants_switch_runtime_and_flip_test_with_the_same_weights(tiny_checkpoint, small_crops):
+    """``FaceLandmarker.variant``: the in-memory ONNX graph without the flip test equals the torch network's plain
+    pass, the flip-test variant equals the two-pass average, and variants share the detector and are cached."""
+    import torch
+
+    from facelandmarks.io.images import read_image
+    from facelandmarks.model.preprocess import to_tensor
+
+    crops_table, _, _ = small_crops
+    crops = np.stack([read_image(p) for p in crops_table["crop_path"]])
+    lm = FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    x = to_tensor(crops)
+    with torch.no_grad():
+        plain = lm.model.forward_train(x)["coords"].numpy()
+        both = lm.model.predict(x, True).numpy()
+    assert np.abs(plain - both).max() > 0.01  # the flip test changes the answer, so the checks below can fail
+    no_flip_onnx = lm.variant("onnx", flip_test=False)
+    assert no_flip_onnx.runtime == "onnx" and no_flip_onnx.config.flip_test is False
+    assert no_flip_onnx.detector is lm.detector and lm.variant("onnx", flip_test=False) is no_flip_onnx
+    assert np.abs(no_flip_onnx.predict_crops(crops) - plain).max() < 0.05
+    assert np.abs(lm.variant("torch", flip_test=False).predict_crops(crops) - plain).max() < 1e-4
+    assert np.abs(lm.variant("onnx", flip_test=True).predict_crops(crops) - both).max() < 0.05
+    assert lm.variant() is lm
+    assert lm.model.config.flip_test == lm.config.flip_test  # building a graph leaves the torch model as it was
+    with pytest.raises(ValueError, match="cannot change"):
+        no_flip_onnx.variant("torch")

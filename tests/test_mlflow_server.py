@@ -15,12 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import wait_until_healthy
 
 pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
 
@@ -48,22 +48,7 @@ def mlflow_server(root: Path, env: dict[str, str], timeout: float = 120) -> Iter
            "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        import requests
-
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                tail = (root / "server.log").read_text()[-3000:]
-                raise AssertionError(f"mlflow server exited ({proc.returncode}):\n{tail}")
-            try:
-                if requests.get(f"{uri}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                tail = (root / "server.log").read_text()[-3000:]
-                raise AssertionError(f"mlflow server not healthy after {timeout} s:\n{tail}")
-            time.sleep(0.5)
+        wait_until_healthy(f"{uri}/health", proc, root / "server.log", timeout, "mlflow server")
         yield uri
     finally:
         try:

@@ -52,18 +52,21 @@ def frames():
     return list(clip.frames)
 
 
-def _params(detect_every: int, smooth: bool = False, flip_test: bool = False, **tracker):
+def _params(detect_every: int, smooth: bool = False, flip_test: bool = False, runtime: str = "torch", **tracker):
     from facelandmarks.video import SmoothingParams, TrackerParams, VideoParams
 
     return VideoParams(tracker=TrackerParams(detect_every=detect_every, **tracker), smoothing=SmoothingParams(enabled=smooth),
-                       flip_test=flip_test)
+                       flip_test=flip_test, runtime=runtime)
 
 
-def test_detection_on_every_frame_gives_the_photo_predictors_landmarks(landmarker, frames):
-    """With MTCNN on every frame and the detection box always taken, tracking is the photo path plus ids."""
+@pytest.mark.parametrize("runtime, atol", [("torch", 1e-3), ("onnx", 0.05)])
+def test_detection_on_every_frame_gives_the_photo_predictors_landmarks(landmarker, frames, runtime, atol):
+    """With MTCNN on every frame and the detection box always taken, tracking is the photo path plus ids (on
+    ONNX Runtime within the export's 0.05 px)."""
     from facelandmarks.video import VideoLandmarker
 
-    video = VideoLandmarker(landmarker, _params(1, keep_iou=1.0, flip_test=True))
+    video = VideoLandmarker(landmarker, _params(1, keep_iou=1.0, flip_test=True, runtime=runtime))
+    assert video.landmarker.runtime == runtime
     results = list(video.track(frames[:6], fps=30.0))
     assert video.detector_runs == 6 and all(r.detector for r in results)
     assert [r.index for r in results] == list(range(6)) and results[3].time == pytest.approx(0.1)
@@ -73,7 +76,7 @@ def test_detection_on_every_frame_gives_the_photo_predictors_landmarks(landmarke
         got = sorted(r.faces, key=lambda f: f.landmarks[:, 0].mean())
         want = sorted(photo, key=lambda f: f.landmarks[:, 0].mean())
         for g, w in zip(got, want):
-            np.testing.assert_allclose(g.landmarks, w.landmarks, atol=1e-3)
+            np.testing.assert_allclose(g.landmarks, w.landmarks, atol=atol)
             assert g.detected and g.score == pytest.approx(w.score)
     first = {f.track_id for f in results[0].faces}
     assert first == set(range(1, len(results[0].faces) + 1))

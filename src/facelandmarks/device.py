@@ -1,8 +1,14 @@
-"""The one device resolver: a params value (``auto``, ``cpu``, ``cuda``, ``cuda:1``) -> a torch device name."""
+"""Where a process computes: the one device resolver (``auto``, ``cpu``, ``cuda``, ``cuda:1`` -> a torch device
+name) and the one CPU thread setting (torch, OpenMP and OpenCV threads of a stage, a worker or a benchmark)."""
 
 from __future__ import annotations
 
-__all__ = ["resolve_device"]
+import os
+
+__all__ = ["THREADS_ENV", "resolve_device", "set_threads"]
+
+#: Environment variable that overrides every ``num_threads`` param (e.g. a CI machine with more cores).
+THREADS_ENV = "FACELANDMARKS_NUM_THREADS"
 
 
 def resolve_device(name: str) -> str:
@@ -27,3 +33,31 @@ def resolve_device(name: str) -> str:
             raise ValueError(f"device {name!r} requested but torch sees no CUDA GPU; use 'auto' or 'cpu'")
         return name
     raise ValueError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:<index>")
+
+
+def set_threads(num_threads: int, opencv: bool = False) -> int:
+    """Set this process's CPU threads for torch (intra-op / OpenMP), and optionally OpenCV.
+
+    Args:
+        num_threads: threads; ``FACELANDMARKS_NUM_THREADS`` wins when set; 0: all cores, shared out among
+            the ``LOCAL_WORLD_SIZE`` processes that torchrun started on this machine.
+        opencv: also ``cv2.setNumThreads`` and a single inter-op thread (serving workers, set before the
+            model loads; inter-op threads can only be set before torch's first parallel call).
+    Returns:
+        The number of threads set.
+    """
+    import torch
+
+    env = os.environ.get(THREADS_ENV)
+    n = int(env) if env else int(num_threads)
+    n = n if n > 0 else max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    torch.set_num_threads(n)
+    if opencv:
+        import cv2
+
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:  # torch already ran parallel work in this process
+            pass
+        cv2.setNumThreads(n)
+    return n

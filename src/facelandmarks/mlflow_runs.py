@@ -105,28 +105,28 @@ def configure(params: Mapping[str, Any]) -> str:
     return exp_id
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested params -> ``{"train.lr": "0.002", ...}``; lists are written as their string form."""
-    out: dict[str, str] = {}
-    for k, v in params.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten_params(v, key + "."))
-        else:
-            out[key] = str(v)[:6000]
-    return out
-
-
-def flatten_metrics(tree: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}`` (numbers only; None left out), for MLflow."""
-    out: dict[str, float] = {}
+def _flatten(tree: Mapping[str, Any], sep: str, prefix: str = "") -> dict[str, Any]:
+    """Nested mappings -> one level, keys joined with ``sep``."""
+    out: dict[str, Any] = {}
     for k, v in tree.items():
         key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten_metrics(v, key + "/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
-            out[key] = float(v)
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, sep, key + sep))
+        else:
+            out[key] = v
     return out
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested params -> ``{"train.lr": "0.002", ...}``; lists are written as their string form (at most 6000
+    characters, MLflow's limit of a param value)."""
+    return {k: str(v)[:6000] for k, v in _flatten(params, ".", prefix).items()}
+
+
+def flatten_metrics(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1.0}`` (numbers only; None, NaN and booleans left out), for MLflow."""
+    return {k: float(v) for k, v in _flatten(tree, "/", prefix).items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
 
 
 def pipeline_name(params: Mapping[str, Any]) -> str:

@@ -38,6 +38,13 @@ class DetectorConfig(StrictModel):
             this many pixels, so photos of different sizes share a batch (worth it on a GPU); the
             padding sits beyond the photo, so boxes need no correction. 0 = no padding.
         min_score: detections scoring below this are dropped.
+        rotate_angles: degrees (counter-clockwise) at which a photo is searched again when MTCNN finds no
+            face scoring at least ``rotate_below`` upright: MTCNN was trained on upright faces and misses
+            tilted heads (75 % of its misses on InfAnFace train+val are flagged tilted). The rotated photo's
+            detections are mapped back (box centre and MTCNN points by the inverse rotation, box side kept);
+            the angle whose best face scores highest wins. Costs one MTCNN pass per angle, only on such
+            photos. Empty: off.
+        rotate_below: best upright score under which the rotated passes run.
         device: ``auto`` (CUDA when available, else CPU), ``cpu``, ``cuda`` or ``cuda:N``.
     """
 
@@ -48,6 +55,8 @@ class DetectorConfig(StrictModel):
     batch_size: int = Field(8, ge=1)
     pad_multiple: int = Field(0, ge=0)
     min_score: float = Field(0.0, ge=0.0, le=1.0)
+    rotate_angles: tuple[float, ...] = ()
+    rotate_below: float = Field(0.9, ge=0.0, le=1.0)
     device: str = "auto"
 
 
@@ -146,7 +155,39 @@ class FaceDetector:
                 boxes, probs, points = self._mtcnn.detect(batch, landmarks=True)
                 for j, i in enumerate(chunk):
                     out[i] = self._to_detections(boxes[j], probs[j], points[j], images[i].shape, prepared[i].shape)
+        if self.config.rotate_angles:
+            for i, det in enumerate(out):
+                if not len(det) or float(det.scores.max()) < self.config.rotate_below:
+                    out[i] = self._rotated(prepared[i], images[i].shape, det)
         return out  # type: ignore[return-value]
+
+    def _rotated(self, small: np.ndarray, photo_shape: tuple[int, ...], upright: "Detections") -> "Detections":
+        """Search ``small`` (the detection image) again at each of ``rotate_angles``; the best angle's faces
+        (by their top score) replace ``upright`` when they score higher."""
+        best, best_score = upright, (float(upright.scores.max()) if len(upright) else -1.0)
+        h, w = small.shape[:2]
+        for angle in self.config.rotate_angles:
+            m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), float(angle), 1.0)
+            cos, sin = abs(m[0, 0]), abs(m[0, 1])
+            nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+            m[0, 2] += nw / 2.0 - w / 2.0
+            m[1, 2] += nh / 2.0 - h / 2.0
+            rotated = cv2.warpAffine(small, m, (nw, nh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+            boxes, probs, points = self._mtcnn.detect(rotated[None], landmarks=True)
+            if boxes[0] is None or len(boxes[0]) == 0:
+                continue
+            b = np.asarray(boxes[0], np.float32).reshape(-1, 4)
+            p = np.asarray(points[0], np.float32).reshape(-1, 5, 2)
+            inv = cv2.invertAffineTransform(m).astype(np.float32)  # rotated -> detection image pixels
+            centre = 0.5 * (b[:, :2] + b[:, 2:])
+            centre = centre @ inv[:, :2].T + inv[:, 2]
+            half = 0.5 * (b[:, 2:] - b[:, :2])
+            b = np.concatenate([centre - half, centre + half], axis=1)
+            p = p @ inv[:, :2].T + inv[:, 2]
+            det = self._to_detections(b, probs[0], p, photo_shape, small.shape)
+            if len(det) and float(det.scores.max()) > best_score:
+                best, best_score = det, float(det.scores.max())
+        return best
 
     def _to_detections(self, boxes, probs, points, photo_shape, det_shape) -> Detections:
         if boxes is None or len(boxes) == 0:

@@ -136,7 +136,7 @@ def _print_summary(tree: dict[str, Any], key: str = "nme_inter_ocular") -> None:
 def main(params_path: str = "params.yaml") -> dict[str, Any]:
     """Run the ``evaluate`` stage (cwd = project root). Returns the metrics tree."""
     from facelandmarks.mlflow_runs import flatten_metrics, key_params, log_to_parent, stage_run
-    from facelandmarks.train.runner import set_threads
+    from facelandmarks.device import set_threads
 
     all_params = load_params(params_path)
     params = section(all_params, "evaluate", EvaluateParams, params_path)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from facelandmarks.crop.config import CropConfig
 from facelandmarks.crop.faces import crop_face, faces_from_detections
@@ -90,6 +91,19 @@ def detector_config_of(config: Any, device: str = "auto") -> DetectorConfig:
 
 
 
+class _FlipTestSet(torch.nn.Module):
+    """A :class:`~facelandmarks.model.network.LandmarkModel` with its flip test forced on or off, sharing its weights."""
+
+    def __init__(self, model: torch.nn.Module, flip_test: bool) -> None:
+        super().__init__()
+        self.inner = model
+        self.config = model.config.model_copy(update={"flip_test": flip_test})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, K, 2)`` crop pixels."""
+        return self.inner.predict(x, self.config.flip_test)
+
+
 class FaceLandmarker:
     """Find every face in a photo and put the model's landmarks on it.
 
@@ -141,6 +155,48 @@ class FaceLandmarker:
         self.batch_size = int(batch_size)
         self.source = source
         self.checkpoint_sha256 = checkpoint_sha256
+        self._variants: dict[tuple[str, bool], FaceLandmarker] = {}
+
+    def variant(self, runtime: str | None = None, flip_test: bool | None = None, num_threads: int = 0) -> "FaceLandmarker":
+        """The same weights, detector and crop settings with another network runtime and/or flip test.
+
+        Video mode uses it for a single pass per face on ONNX Runtime. A torch model converts to either runtime
+        (the ONNX graph is built in memory, once per variant: cached); an ONNX model can only be returned as is.
+
+        Args:
+            runtime: ``torch`` or ``onnx`` (None: this one's).
+            flip_test: the mirrored second pass (None: as configured).
+            num_threads: ONNX Runtime intra-op threads of a new ONNX variant (0: its default).
+        Raises:
+            ValueError: an unknown runtime, or a change asked of an ONNX landmarker (export the checkpoint again).
+        """
+        runtime = runtime or self.runtime
+        flip = bool(getattr(self.config, "flip_test", False)) if flip_test is None else bool(flip_test)
+        if runtime not in ("torch", "onnx"):
+            raise ValueError(f"unknown runtime {runtime!r}: use torch or onnx")
+        if runtime == self.runtime and flip == bool(getattr(self.config, "flip_test", False)):
+            return self
+        if self.runtime == "onnx":
+            raise ValueError(f"{self.source}: an ONNX landmarker cannot change its runtime or flip test; export the "
+                             "checkpoint again (facelandmarks export --flip-test/--no-flip-test)")
+        key = (runtime, flip)
+        if key not in self._variants:
+            config = self.config.model_copy(update={"flip_test": flip})
+            if runtime == "onnx":
+                from facelandmarks.inference.onnx_runtime import (
+                    OnnxLandmarkNetwork,
+                    onnx_graph,
+                )
+
+                net: Any = OnnxLandmarkNetwork(onnx_graph(self.model.cpu(), config, self.checkpoint_sha256),
+                                               num_threads=num_threads)
+                self.model.to(self.device)
+            else:
+                net = _FlipTestSet(self.model, flip)
+            self._variants[key] = FaceLandmarker(net, config, detector=self.detector, device=self.device,
+                                                 batch_size=self.batch_size, source=self.source,
+                                                 checkpoint_sha256=self.checkpoint_sha256, runtime=runtime)
+        return self._variants[key]
 
     @classmethod
     def load(

@@ -20,7 +20,7 @@ import numpy as np
 
 from facelandmarks.fsutil import sha256_file
 
-__all__ = ["OnnxLandmarkNetwork", "export_onnx", "ONNX_CONFIG_KEY"]
+__all__ = ["OnnxLandmarkNetwork", "onnx_graph", "export_onnx", "ONNX_CONFIG_KEY"]
 
 #: Metadata key holding the ``ModelConfig`` JSON.
 ONNX_CONFIG_KEY = "facelandmarks.model_config"
@@ -29,27 +29,23 @@ ONNX_SHA_KEY = "facelandmarks.checkpoint_sha256"
 
 
 
-def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: int = 17) -> Path:
-    """Export a checkpoint's landmark network to ONNX (dynamic batch), written atomically.
+def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: int = 17) -> bytes:
+    """A landmark network as a serialised ONNX model (dynamic batch; metadata: config and checkpoint hash).
 
     Args:
-        checkpoint: a ``model.pt`` written by the training stages (loaded with ``weights_only=True``).
-        out: the ``.onnx`` file to write.
+        model: a :class:`~facelandmarks.model.network.LandmarkModel` (or a module with its ``forward``), on the CPU.
+        config: its ``ModelConfig``; ``config.flip_test`` decides whether the graph holds the mirrored pass.
+        checkpoint_sha256: the checkpoint's hash, stored in the metadata (None: not stored).
         opset: ONNX opset version.
     Returns:
-        the written path.
-    Raises:
-        facelandmarks.model.checkpoint.CheckpointError: the checkpoint is missing or not readable.
+        the ONNX model's bytes (checked with ``onnx.checker``).
     """
+    import io
+
     import onnx
     import torch
 
-    from facelandmarks.fsutil import atomic_path
-    from facelandmarks.model.checkpoint import load_checkpoint
     from facelandmarks.model.preprocess import MEAN, STD
-
-    model, config = load_checkpoint(checkpoint, map_location="cpu")
-    model.eval()
 
     class _RawCrops(torch.nn.Module):
         """``(B, S, S, 3)`` float RGB [0, 255] -> the network's ``(B, K, 2)`` crop-pixel landmarks."""
@@ -64,21 +60,56 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
             x = crops.permute(0, 3, 1, 2)
             return self.net((x - self.mean) / self.std)
 
-    wrapped = _RawCrops(model).eval()
-    s = int(config.input_size)
-    example = torch.zeros(2, s, s, 3, dtype=torch.float32)
+    saved = getattr(model, "config", None)
+    if saved is not None and hasattr(model, "forward_train"):  # LandmarkModel.forward reads its config's flip_test
+        model.config = saved.model_copy(update={"flip_test": bool(getattr(config, "flip_test", False))})
+    try:
+        wrapped = _RawCrops(model).eval()
+        s = int(config.input_size)
+        buf = io.BytesIO()
+        torch.onnx.export(
+            wrapped, (torch.zeros(2, s, s, 3, dtype=torch.float32),), buf, input_names=["crops"],
+            output_names=["landmarks"], dynamic_axes={"crops": {0: "batch"}, "landmarks": {0: "batch"}},
+            opset_version=opset, dynamo=False,
+        )
+    finally:
+        if saved is not None:
+            model.config = saved
+    proto = onnx.load_from_string(buf.getvalue())
+    meta = {ONNX_CONFIG_KEY: config.model_dump_json()}
+    if checkpoint_sha256:
+        meta[ONNX_SHA_KEY] = checkpoint_sha256
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto)
+    return proto.SerializeToString()
+
+
+def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: int = 17,
+                flip_test: bool | None = None) -> Path:
+    """Export a checkpoint's landmark network to ONNX (dynamic batch), written atomically.
+
+    Args:
+        checkpoint: a ``model.pt`` written by the training stages (loaded with ``weights_only=True``).
+        out: the ``.onnx`` file to write.
+        opset: ONNX opset version.
+        flip_test: put the mirrored second pass in the graph (None: as the checkpoint's ``model.flip_test``).
+    Returns:
+        the written path.
+    Raises:
+        facelandmarks.model.checkpoint.CheckpointError: the checkpoint is missing or not readable.
+    """
+    from facelandmarks.fsutil import atomic_path
+    from facelandmarks.model.checkpoint import load_checkpoint
+
+    model, config = load_checkpoint(checkpoint, map_location="cpu")
+    if flip_test is not None:
+        config = config.model_copy(update={"flip_test": bool(flip_test)})
+    graph = onnx_graph(model.eval(), config, sha256_file(Path(checkpoint)), opset)
     out = Path(out)
     with atomic_path(out) as tmp:
-        torch.onnx.export(
-            wrapped, (example,), str(tmp), input_names=["crops"], output_names=["landmarks"],
-            dynamic_axes={"crops": {0: "batch"}, "landmarks": {0: "batch"}}, opset_version=opset, dynamo=False,
-        )
-        proto = onnx.load(str(tmp))
-        for key, value in ((ONNX_CONFIG_KEY, config.model_dump_json()), (ONNX_SHA_KEY, sha256_file(Path(checkpoint)))):
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = key, value
-        onnx.checker.check_model(proto)
-        onnx.save(proto, str(tmp))
+        tmp.write_bytes(graph)
     return out
 
 
@@ -86,7 +117,7 @@ class OnnxLandmarkNetwork:
     """An exported landmark network run by ONNX Runtime on the CPU.
 
     Args:
-        path: ``.onnx`` file from :func:`export_onnx`.
+        path: ``.onnx`` file from :func:`export_onnx`, or the bytes of :func:`onnx_graph`.
         num_threads: intra-op threads (0: ONNX Runtime's default, one per core).
     Attributes:
         config: the checkpoint's ``ModelConfig`` (from the file's metadata).
@@ -95,18 +126,19 @@ class OnnxLandmarkNetwork:
         ValueError: the file is not an ONNX model exported by :func:`export_onnx` (message names the file).
     """
 
-    def __init__(self, path: str | os.PathLike, num_threads: int = 0):
+    def __init__(self, path: str | os.PathLike | bytes, num_threads: int = 0):
         import onnxruntime as ort
 
         from facelandmarks.model.config import ModelConfig
 
-        self.path = Path(path)
+        self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = int(num_threads)
             opts.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=["CPUExecutionProvider"])
+            model = path if isinstance(path, bytes) else str(self.path)
+            self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise ValueError(f"{self.path}: not a loadable ONNX model ({type(e).__name__}: {e})") from e
         meta = self.session.get_modelmeta().custom_metadata_map

@@ -25,8 +25,11 @@ import numpy as np
 __all__ = ["ced_curve", "failure_rate", "auc", "summarize", "threshold_key"]
 
 
-def _errors(errors: np.ndarray) -> np.ndarray:
+def _errors(errors: np.ndarray, caller: str) -> np.ndarray:
+    """Validated ``(N,) float64`` errors; ValueError naming ``caller`` when empty, NaN or negative."""
     e = np.asarray(errors, dtype=np.float64).reshape(-1)
+    if len(e) == 0:
+        raise ValueError(f"{caller}: no errors")
     if np.isnan(e).any():
         raise ValueError(f"errors contain NaN at positions {np.flatnonzero(np.isnan(e)).tolist()[:10]}")
     if (e < 0).any():
@@ -53,9 +56,7 @@ def ced_curve(errors: np.ndarray, max_error: float = 0.15, step: float = 0.001) 
     Raises:
         ValueError: NaN or negative errors, no errors, or a non-positive ``max_error``/``step``.
     """
-    e = _errors(errors)
-    if len(e) == 0:
-        raise ValueError("ced_curve: no errors")
+    e = _errors(errors, "ced_curve")
     _threshold(max_error)
     _threshold(step)
     x = np.round(np.arange(0.0, max_error + step / 2, step), 10)
@@ -69,9 +70,7 @@ def failure_rate(errors: np.ndarray, threshold: float) -> float:
     Raises:
         ValueError: NaN or negative errors, no errors, or a non-positive threshold.
     """
-    e = _errors(errors)
-    if len(e) == 0:
-        raise ValueError("failure_rate: no errors")
+    e = _errors(errors, "failure_rate")
     return float((e > _threshold(threshold)).mean())
 
 
@@ -81,9 +80,7 @@ def auc(errors: np.ndarray, threshold: float) -> float:
     Raises:
         ValueError: NaN or negative errors, no errors, or a non-positive threshold.
     """
-    e = _errors(errors)
-    if len(e) == 0:
-        raise ValueError("auc: no errors")
+    e = _errors(errors, "auc")
     t = _threshold(threshold)
     return float(np.clip(1.0 - e / t, 0.0, None).mean())
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facelandmarks.model.codecs import SoftArgmaxCodec, soft_argmax
+from facelandmarks.model.config import ModelConfig
 
 __all__ = ["soft_argmax", "RegressionHead", "HeatmapHead", "HEADS"]
 
@@ -60,6 +61,17 @@ class RegressionHead(nn.Module):
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
 
+    @staticmethod
+    def feature_indices(reductions: list[int], config: ModelConfig) -> tuple[int, ...]:
+        """Backbone maps the head reads (indices into the backbone's ``feature_info``): the deepest."""
+        return (len(reductions) - 1,)
+
+    @classmethod
+    def from_config(cls, channels: list[int], reductions: list[int], config: ModelConfig) -> "RegressionHead":
+        """The head for backbone maps of ``channels`` / ``reductions`` (those of :meth:`feature_indices`)."""
+        return cls(channels[-1], config.num_points, config.input_size, hidden=4 * config.head_channels,
+                   dropout=config.dropout)
+
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Args: ``features`` backbone maps, shallow to deep. Returns ``{"coords": (B, K, 2)}`` crop pixels."""
         x = features[-1].float().mean(dim=(2, 3))
@@ -95,6 +107,22 @@ class HeatmapHead(nn.Module):
         self.out = nn.Conv2d(channels, num_points, 1)
         self.codec = SoftArgmaxCodec(stride)
 
+    @staticmethod
+    def feature_indices(reductions: list[int], config: ModelConfig) -> tuple[int, ...]:
+        """Backbone maps the pyramid reads: every one at ``config.heatmap_stride`` or deeper.
+
+        Raises:
+            ValueError: the backbone has no map at that stride.
+        """
+        if config.heatmap_stride not in reductions:
+            raise ValueError(f"backbone {config.backbone!r} has no feature map at stride {config.heatmap_stride}")
+        return tuple(i for i, r in enumerate(reductions) if r >= config.heatmap_stride)
+
+    @classmethod
+    def from_config(cls, channels: list[int], reductions: list[int], config: ModelConfig) -> "HeatmapHead":
+        """The head for backbone maps of ``channels`` / ``reductions`` (those of :meth:`feature_indices`)."""
+        return cls(channels, reductions, config.num_points, config.head_channels, config.heatmap_stride)
+
     def forward(self, features: list[torch.Tensor]) -> dict[str, torch.Tensor]:
         """Args: ``features`` backbone maps, shallow to deep.
 
@@ -108,5 +136,7 @@ class HeatmapHead(nn.Module):
         return self.codec.decode(self.out(self.refine(x)))
 
 
-HEADS: dict[str, type[nn.Module]] = {"regression": RegressionHead, "heatmap": HeatmapHead}
-"""``model.head`` name -> head class (timm-style registry)."""
+HEADS: dict[str, type[RegressionHead] | type[HeatmapHead]] = {"regression": RegressionHead, "heatmap": HeatmapHead}
+"""``model.head`` name -> head class (timm-style registry). A head class has ``feature_indices(reductions,
+config)`` (which backbone maps it reads) and ``from_config(channels, reductions, config)``; adding a head is
+one class plus one entry here (and its name in :class:`~facelandmarks.model.config.ModelConfig`)."""

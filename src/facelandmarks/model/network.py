@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from facelandmarks.model.config import ModelConfig
-from facelandmarks.model.heads import HeatmapHead, RegressionHead
+from facelandmarks.model.heads import HEADS
 from facelandmarks.model.preprocess import renormalisation
 from facelandmarks.model.pretrained import (
     PretrainedError,
@@ -37,7 +37,7 @@ class LandmarkModel(nn.Module):
     Attributes:
         config: the :class:`ModelConfig` it was built from (with the source and normalisation filled in).
         backbone: timm feature extractor.
-        head: :class:`RegressionHead` or :class:`HeatmapHead`.
+        head: the ``config.head`` class of :data:`facelandmarks.model.heads.HEADS`.
     """
 
     def __init__(self, config: ModelConfig):
@@ -52,15 +52,12 @@ class LandmarkModel(nn.Module):
             config = config.model_copy(update={"pretrained_source": source, "input_mean": tuple(mean),
                                                "input_std": tuple(std)})
         self.config = config
+        if config.head not in HEADS:
+            raise ValueError(f"unknown head {config.head!r}; use one of {', '.join(HEADS)}")
+        head_cls = HEADS[config.head]
         probe = timm.create_model(config.backbone, pretrained=False, features_only=True)
-        reductions = probe.feature_info.reduction()
+        out_indices = head_cls.feature_indices(probe.feature_info.reduction(), config)
         del probe
-        if config.head == "heatmap":
-            if config.heatmap_stride not in reductions:
-                raise ValueError(f"backbone {config.backbone!r} has no feature map at stride {config.heatmap_stride}")
-            out_indices = tuple(i for i, r in enumerate(reductions) if r >= config.heatmap_stride)
-        else:
-            out_indices = (len(reductions) - 1,)
         self.backbone = timm.create_model(
             config.backbone, pretrained=bool(config.pretrained) and offline is None, features_only=True,
             out_indices=out_indices,
@@ -72,13 +69,8 @@ class LandmarkModel(nn.Module):
             if missing:
                 raise PretrainedError(f"{offline.describe()}: backbone tensors not in the file: {missing[:5]}")
             del full
-        channels = self.backbone.feature_info.channels()
-        if config.head == "heatmap":
-            self.head = HeatmapHead(channels, self.backbone.feature_info.reduction(), config.num_points,
-                                    config.head_channels, config.heatmap_stride)
-        else:
-            self.head = RegressionHead(channels[-1], config.num_points, config.input_size,
-                                       hidden=4 * config.head_channels, dropout=config.dropout)
+        self.head = head_cls.from_config(self.backbone.feature_info.channels(),
+                                         self.backbone.feature_info.reduction(), config)
         flip_index = get_scheme(config.scheme).flip_index
         if len(flip_index) != config.num_points:
             raise ValueError(f"scheme {config.scheme!r} has {len(flip_index)} points, config says {config.num_points}")
@@ -96,9 +88,14 @@ class LandmarkModel(nn.Module):
         return self.head(self.backbone(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, 3, S, S)`` float32 -> ``(B, K, 2)`` float32 landmarks in crop pixels."""
+        """``x`` ``(B, 3, S, S)`` float32 -> ``(B, K, 2)`` float32 landmarks in crop pixels (flip test as configured)."""
+        return self.predict(x, self.config.flip_test)
+
+    def predict(self, x: torch.Tensor, flip_test: bool) -> torch.Tensor:
+        """``x`` ``(B, 3, S, S)`` float32 -> ``(B, K, 2)`` float32 crop pixels; ``flip_test`` also runs the mirrored
+        crop and averages it, un-mirrored and re-indexed with the scheme's left/right permutation."""
         coords = self.forward_train(x)["coords"]
-        if not self.config.flip_test:
+        if not flip_test:
             return coords
         mirrored = self.forward_train(torch.flip(x, dims=[3]))["coords"][:, self.flip_index]
         mirrored = torch.stack([(x.shape[3] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1)

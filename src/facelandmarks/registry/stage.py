@@ -272,7 +272,7 @@ def main(params_path: str = "params.yaml") -> dict[str, Any]:
     import mlflow
 
     from facelandmarks.mlflow_runs import stage_run
-    from facelandmarks.train.runner import set_threads
+    from facelandmarks.device import set_threads
 
     all_params = load_params(params_path)
     params = section(all_params, "register", RegisterParams, params_path)

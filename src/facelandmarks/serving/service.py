@@ -81,6 +81,7 @@ from bentoml.validators import ContentType
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from facelandmarks.device import set_threads
 from facelandmarks.io.images import ImageReadError
 from facelandmarks.media import (
     MediaReadError,
@@ -157,21 +158,6 @@ def _check_size(size: int, cfg: ServeParams) -> None:
         raise InvalidArgument("empty upload")
 
 
-def _set_threads(n: int) -> None:
-    """torch intra-op (OpenMP) and OpenCV threads of this worker; 0 leaves the libraries' defaults."""
-    if not n:
-        return
-    import cv2
-    import torch
-
-    torch.set_num_threads(n)
-    try:
-        torch.set_num_interop_threads(1)  # no inter-op parallelism in inference; allowed only before first use
-    except RuntimeError:
-        pass
-    cv2.setNumThreads(n)
-
-
 @bentoml.asgi_app(web_app(), path="/", name="web")
 @bentoml.service(
     name="facelandmarks",
@@ -193,7 +179,8 @@ class FaceLandmarks:
 
         install_client_error_log()  # again: BentoML configures logging after importing this module
         self.cfg = load_serve_params()
-        _set_threads(self.cfg.num_threads)
+        if self.cfg.num_threads:  # 0: the libraries' defaults
+            set_threads(self.cfg.num_threads, opencv=True)
         self.registry: tuple[str, str] | None = None
         self.store_tag: str | None = None
         override = os.environ.get(MODEL_ENV)
@@ -220,6 +207,8 @@ class FaceLandmarks:
             self.landmarker = FaceLandmarker.load(
                 uri, device=self.cfg.device, tracking_uri=self.cfg.tracking_uri, batch_size=self.cfg.batch_size
             )
+        if self.cfg.runtime == "onnx" and self.landmarker.device == "cpu":
+            self.landmarker = self.landmarker.variant("onnx", num_threads=self.cfg.num_threads)
         self.landmarker.source = self.source
         serving = {"max_side": self.cfg.detect_max_side or None, "min_score": self.cfg.detect_min_score}
         serving = {k: v for k, v in serving.items() if v is not None}

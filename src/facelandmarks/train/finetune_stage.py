@@ -27,12 +27,15 @@ from facelandmarks.fsutil import write_json
 from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import LandmarkModel, build_model
-from facelandmarks.params import load_params, section
-from facelandmarks.schemes import get_scheme
 from facelandmarks.train.distributed import process_group
-from facelandmarks.train.params import FinetuneParams, TrainParams
-from facelandmarks.train.pretrain_stage import model_config, run_name
-from facelandmarks.train.runner import evaluate_nme, load_stage_data, run_stage, set_threads
+from facelandmarks.train.params import FinetuneParams
+from facelandmarks.train.runner import (
+    evaluate_nme,
+    load_stage_data,
+    run_name,
+    run_stage,
+    setup_stage,
+)
 from facelandmarks.train.transfer import (
     freeze_backbone_stages,
     frozen_modules_eval,
@@ -48,13 +51,8 @@ log = logging.getLogger(__name__)
 
 def main() -> dict[str, Any]:
     """Run the stage (one process, or each process of ``torchrun``); returns the report in ``reports/finetune.json``."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params("params.yaml")
-    train = section(params, "train", TrainParams)
-    stage = section(params, "finetune", FinetuneParams)
-    config = model_config(params)
-    scheme = get_scheme(config.scheme)
-    set_threads(train.num_threads)
+    setup = setup_stage("finetune", FinetuneParams)
+    params, train, stage, config, scheme = setup.params, setup.train, setup.stage, setup.config, setup.scheme
     with process_group(train.distributed.resolved().backend, train.device) as ctx:  # torchrun: DDP
         data = load_stage_data(stage.dataset, config.input_size, train.max_faces, test_split=stage.test_split,
                                variants_per_dataset=stage.variants_per_dataset, mix=stage.mix)
@@ -98,7 +96,7 @@ def main() -> dict[str, Any]:
             run_name=run_name("finetune", config, stage.dataset),
             fingerprint_parts=["finetune", stage.model_dump(), train.model_dump(), params.get("seed")],
             fingerprint_files=[init],
-            train_mode=frozen_modules_eval if frozen else None,
+            train_mode=(lambda m: frozen_modules_eval(m, stage.freeze_bn)) if (frozen or stage.freeze_bn) else None,
             before_fit=before_fit,
             after_fit=after_fit,
         )
@@ -106,6 +104,7 @@ def main() -> dict[str, Any]:
             "init": str(init),
             "head_reinitialised": head_reinit,
             "frozen_parameters": len(frozen),
+            "frozen_batchnorm_statistics": stage.freeze_bn,
             "n_test_faces": 0 if data.test is None else len(data.test),
             "test_split": stage.test_split,
         })

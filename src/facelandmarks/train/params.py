@@ -121,6 +121,7 @@ class FinetuneParams(_StageParams):
         lr: peak learning rate of the head.
         backbone_lr: peak learning rate of the backbone (None: same as ``lr``).
         freeze_stages: freeze the stem and the first N feature stages of the backbone (0: train all).
+        freeze_bn: keep the backbone's batch-norm statistics at the pretrained values (layers in eval mode).
         reinit_head: ``auto`` re-initialises the head when the point scheme differs from the checkpoint's;
             ``always`` / ``never`` force it.
         test_split: split of ``dataset`` on which the pretrained and the finetuned model are compared.
@@ -137,5 +138,6 @@ class FinetuneParams(_StageParams):
     init: str = "models/pretrain/model.pt"
     backbone_lr: float | None = Field(None, gt=0)
     freeze_stages: int = Field(0, ge=0)
+    freeze_bn: bool = False
     reinit_head: Literal["auto", "always", "never"] = "auto"
     test_split: str = "test"

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,22 +28,26 @@ import pandas as pd
 import torch
 
 from facelandmarks.data.table import read_table
-from facelandmarks.device import resolve_device
+from facelandmarks.device import resolve_device, set_threads
 from facelandmarks.metrics.nme import nme, normaliser
-from facelandmarks.model.prediction import predict_crops
+from facelandmarks.model.config import ModelConfig, ModelParams
 from facelandmarks.model.network import LandmarkModel, count_parameters
-from facelandmarks.schemes import LandmarkScheme
+from facelandmarks.model.prediction import predict_crops
+from facelandmarks.params import load_params, section
+from facelandmarks.schemes import LandmarkScheme, get_scheme
 from facelandmarks.train import distributed as ddp
-from facelandmarks.train.dataset import FaceDataset, CropSet, concat_faces, load_faces
+from facelandmarks.train.dataset import CropSet, FaceDataset, concat_faces, load_faces
 from facelandmarks.train.figures import prediction_figure
 from facelandmarks.train.loop import EpochLog, FitOptions, FitResult, fit
 from facelandmarks.train.params import TrainParams, _StageParams
 
 __all__ = [
+    "StageSetup",
+    "setup_stage",
+    "model_config",
+    "run_name",
     "CROPS_TABLE",
     "AUGMENTED_TABLE",
-    "THREADS_ENV",
-    "set_threads",
     "load_split",
     "StageData",
     "load_stage_data",
@@ -59,21 +62,60 @@ log = logging.getLogger(__name__)
 
 CROPS_TABLE = Path("data/interim/crops.parquet")
 AUGMENTED_TABLE = Path("data/processed/augmented.parquet")
-THREADS_ENV = "FACELANDMARKS_NUM_THREADS"
 
 
-def set_threads(num_threads: int) -> int:
-    """Set torch's CPU threads: ``FACELANDMARKS_NUM_THREADS`` if set, else ``num_threads`` (0: all cores,
-    shared out among the ``LOCAL_WORLD_SIZE`` processes that torchrun started on this machine).
+def model_config(params: dict[str, Any]) -> ModelConfig:
+    """The network config of a pipeline: ``model`` params + the scheme's K + the crop size and params.
 
-    Returns:
-        The number set.
+    Raises:
+        ValueError: invalid ``model`` section or no ``crop.size``.
     """
-    env = os.environ.get(THREADS_ENV)
-    n = int(env) if env else num_threads
-    n = n if n > 0 else max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
-    torch.set_num_threads(n)
-    return n
+    mp = section(params, "model", ModelParams)
+    crop = dict(params.get("crop") or {})
+    if "size" not in crop:
+        raise ValueError("params.yaml: section 'crop' has no 'size' (the model's input size)")
+    scheme = get_scheme(str(params.get("scheme", "ibug68")))
+    return ModelConfig(**mp.model_dump(), num_points=scheme.num_points, scheme=scheme.name,
+                       input_size=int(crop["size"]), crop=crop)
+
+
+def run_name(stage: str, config: ModelConfig, dataset: str) -> str:
+    """MLflow run name, e.g. ``pretrain mobilenetv3_small_100+heatmap 300w``."""
+    return f"{stage} {config.backbone}+{config.head} {dataset}"
+
+
+@dataclass
+class StageSetup:
+    """What a training stage reads before it trains.
+
+    Attributes:
+        params: the whole params.yaml.
+        train: its ``train`` section; stage: the stage's own section (``pretrain`` / ``finetune``).
+        config: the network config (:func:`model_config`); scheme: its point scheme.
+        threads: torch CPU threads set for this process.
+    """
+
+    params: dict[str, Any]
+    train: TrainParams
+    stage: Any
+    config: ModelConfig
+    scheme: LandmarkScheme
+    threads: int
+
+
+def setup_stage(name: str, params_model: type, params_path: str = "params.yaml") -> StageSetup:
+    """Logging, params (``train`` + the ``name`` section validated by ``params_model``), model config and CPU
+    threads of a training stage, in that order.
+
+    Raises:
+        ValueError / pydantic.ValidationError: a missing or invalid section (names it).
+    """
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params(params_path)
+    train = section(params, "train", TrainParams)
+    stage = section(params, name, params_model)
+    config = model_config(params)
+    return StageSetup(params, train, stage, config, get_scheme(config.scheme), set_threads(train.num_threads))
 
 
 def load_split(table: pd.DataFrame, dataset: str, split: str, source: Path, size: int, image_column: str,

@@ -99,13 +99,16 @@ def freeze_backbone_stages(model: LandmarkModel, n: int) -> list[str]:
     return frozen
 
 
-def frozen_modules_eval(model: LandmarkModel) -> None:
-    """Train mode, except batch-norm layers whose parameters are all frozen (their statistics stay fixed)."""
+def frozen_modules_eval(model: LandmarkModel, all_batchnorm: bool = False) -> None:
+    """Train mode, except backbone batch-norm layers whose parameters are all frozen, or every backbone
+    batch-norm layer with ``all_batchnorm``: their running statistics stay the pretrained ones (their scale
+    and shift still train unless frozen). Finetuning on a small second domain otherwise moves the statistics
+    toward a mix of both domains, which costs the first domain accuracy."""
     model.train()
     for m in model.backbone.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             params = list(m.parameters(recurse=False))
-            if params and not any(p.requires_grad for p in params):
+            if all_batchnorm or (params and not any(p.requires_grad for p in params)):
                 m.eval()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -90,11 +91,20 @@ class VideoParams(StrictModel):
         flip_test: run the model's flip test (a second, mirrored pass per face, ``model.flip_test``) in
             video mode too; false halves the network's cost per frame, and the temporal smoothing removes
             more of the frame-to-frame noise than the flip test would.
+        runtime: the landmark network's runtime in video mode on the CPU: ``onnx`` (ONNX Runtime, the graph
+            built in memory from the torch model once) or ``torch``; a GPU always runs torch.
+        onnx_threads: ONNX Runtime intra-op threads (0: one per core).
+        rotated_retry: keep the detector's rotated retry (``crop.detector.rotate_angles``) in video mode; off by
+            default: a frame without a confident face (common in video) would cost one MTCNN pass per angle,
+            and a tracked face needs no detector once found.
     """
 
     tracker: TrackerParams = Field(default_factory=TrackerParams)
     smoothing: SmoothingParams = Field(default_factory=SmoothingParams)
     flip_test: bool = False
+    runtime: Literal["torch", "onnx"] = "onnx"
+    onnx_threads: int = Field(0, ge=0)
+    rotated_retry: bool = False
 
 
 def load_video_params(path: str | os.PathLike | None = None) -> VideoParams:

@@ -46,11 +46,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from facelandmarks.crop.config import FallbackConfig
 from facelandmarks.crop.faces import fallback_box
 from facelandmarks.detect.matching import box_iou, match_boxes
+from facelandmarks.detect.mtcnn import FaceDetector
 from facelandmarks.inference.landmarker import FaceLandmarker
 from facelandmarks.io.images import to_rgb_uint8
 from facelandmarks.video.config import SmoothingParams, TrackerParams, VideoParams
@@ -136,28 +136,6 @@ class _Track:
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
 
-class _NoFlipTest(torch.nn.Module):
-    """A landmark network's plain pass (no mirrored second pass), sharing the network's weights."""
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.inner = model
-        self.config = model.config.model_copy(update={"flip_test": False})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, 3, S, S)`` -> ``(B, K, 2)`` crop pixels (:meth:`LandmarkModel.forward_train`'s ``coords``)."""
-        return self.inner.forward_train(x)["coords"]
-
-
-def _without_flip_test(landmarker: FaceLandmarker) -> FaceLandmarker:
-    """The same predictor (weights, detector, crop settings) without the model's flip test."""
-    if not getattr(landmarker.config, "flip_test", False) or not hasattr(landmarker.model, "forward_train"):
-        return landmarker
-    return FaceLandmarker(_NoFlipTest(landmarker.model), landmarker.config.model_copy(update={"flip_test": False}),
-                          detector=landmarker.detector, device=landmarker.device, batch_size=landmarker.batch_size,
-                          source=landmarker.source, checkpoint_sha256=landmarker.checkpoint_sha256)
-
-
 def _side(boxes: np.ndarray) -> np.ndarray:
     b = np.asarray(boxes, np.float64).reshape(-1, 4)
     return np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1])
@@ -177,17 +155,26 @@ class VideoLandmarker:
 
     Args:
         landmarker: the photo predictor (its detector, crop settings and network are used; without the
-            model's flip test unless ``params.flip_test``).
+            model's flip test unless ``params.flip_test``; on the CPU run by ``params.runtime``).
         params: tracker and smoothing settings (params.yaml ``video``; defaults when None).
         fps: frame rate in Hz assumed for smoothing when frames come without timestamps.
     Attributes:
+        detector: the MTCNN detector (the landmarker's, without its rotated retry unless ``params.rotated_retry``).
         detector_runs: frames on which MTCNN ran since the last :meth:`reset`.
         frames: frames processed since the last :meth:`reset`.
     """
 
     def __init__(self, landmarker: FaceLandmarker, params: VideoParams | None = None, fps: float = 30.0) -> None:
         params = params or VideoParams()
-        self.landmarker = landmarker if params.flip_test else _without_flip_test(landmarker)
+        if landmarker.runtime == "onnx":  # an exported graph keeps its own flip test
+            self.landmarker = landmarker
+        else:  # a single pass per face (smoothing removes more noise than the flip test), ONNX Runtime on the CPU
+            runtime = params.runtime if landmarker.device == "cpu" else "torch"
+            flip = params.flip_test and bool(getattr(landmarker.config, "flip_test", False))  # the model's own, or off
+            self.landmarker = landmarker.variant(runtime, flip, num_threads=params.onnx_threads)
+        self.detector = landmarker.detector
+        if not params.rotated_retry and landmarker.detector.config.rotate_angles:
+            self.detector = FaceDetector(landmarker.detector.config.model_copy(update={"rotate_angles": ()}))
         self.tracker: TrackerParams = params.tracker
         self.smoothing: SmoothingParams = params.smoothing
         self.fps = float(fps)
@@ -293,7 +280,7 @@ class VideoLandmarker:
         recompute = np.zeros(n, bool) if pts is not None else np.ones(n, bool)
         from_det = np.zeros(n, bool)  # crop = this frame's detection box
         if detect:
-            dets = self.landmarker.detector.detect([image])[0]
+            dets = self.detector.detect([image])[0]
             self.detector_runs += 1
             self._since_detect = 0
             index_of, iou = match_boxes(dets.boxes, pred, cfg.match_iou)

@@ -1,0 +1,223 @@
+"""Ablations: backbones, initialisation, data and decoder (pretrain), and finetuning against forgetting.
+
+One command (``python -m benchmarks.ablation``, or ``make ablation``) trains every variant of
+:data:`VARIANTS` with the project's own stage code (``pipelines/pretrain.py`` / ``pipelines/finetune.py``),
+each in its own scratch folder under ``benchmarks/out/ablation/<name>/`` holding a ``params.yaml`` (the
+project's, plus the variant's ``-S``-style overrides and the shared budget) and a link to the project's
+``data/`` (the crop and augment stages' outputs, read only). Nothing of the project's workspace is
+written except the results. Every variant is one MLflow parent run (with its stage run) in the experiment
+``facelandmarks-ablation`` of the project's tracking store, so the variants are compared side by side in the
+MLflow UI (key params and the headline validation NME are on the parent run).
+
+Pretrain variants all train for the same budget (``--epochs``, default 4, on the same augmented 300-W rows;
+the default pipeline trains 12) and are selected and compared on 300-W **validation** NME (inter-ocular, 177
+faces). Finetune variants start from the project's ``models/pretrain/model.pt`` and are compared on InfAnFace
+validation NME (29 faces) and 300-W validation NME (what finetuning forgets). Test splits are never used here.
+
+Speed: per face on real demo-photo crops (:func:`benchmarks.speed.landmark_model_speed`), batch 1 and 32,
+``torch`` with 2 threads, flip test as configured (on by default: two passes per face).
+
+Writes ``benchmarks/ablation.json`` and ``benchmarks/ablation.md`` (the README's table).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+import yaml
+
+from facelandmarks.fsutil import atomic_path, write_json
+from facelandmarks.params_override import apply_overrides
+
+log = logging.getLogger("benchmarks.ablation")
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "benchmarks" / "out" / "ablation"
+EXPERIMENT = "facelandmarks-ablation"
+
+#: name -> (stage, overrides, what it tests). The first pretrain row is the reference (the default model).
+VARIANTS: dict[str, tuple[str, list[str], str]] = {
+    "mnv2-imagenet": ("pretrain", [], "default: ImageNet MobileNetV2, 160 px, heatmap stride 8, 300-W"),
+    "mnv2-random": ("pretrain", ["model.pretrained=false"], "random initialisation"),
+    "mnv2-imagenet+ytf": ("pretrain", ["pretrain.dataset=[300w, youtube_faces68]",
+                                       "pretrain.variants_per_dataset={youtube_faces68: 1}"],
+                          "+ YouTube-Faces train frames (plain crops)"),
+    "mnv2-imagenet-stride4": ("pretrain", ["model.heatmap_stride=4"], "heatmap stride 4 (40x40 cells)"),
+    "mnv2-imagenet-regression": ("pretrain", ["model.head=regression"], "regression head (GAP + MLP), no heatmap"),
+    "effnet-lite0-imagenet": ("pretrain", ["model.backbone=tf_efficientnet_lite0"], "ImageNet EfficientNet-Lite0"),
+    "mnv3s-random": ("pretrain", ["model.backbone=mobilenetv3_small_100", "model.pretrained=false"],
+                     "MobileNetV3-small (no offline ImageNet file: random init)"),
+    "ft-default": ("finetune", [], "default finetune: lr 2e-3 everywhere, 300-W mix 1.0"),
+    "ft-backbone-lr": ("finetune", ["finetune.backbone_lr=4.0e-4"], "backbone lr 4e-4, head 2e-3"),
+    "ft-backbone-lr-mix2": ("finetune", ["finetune.backbone_lr=4.0e-4", "finetune.mix={300w: 2.0}"],
+                            "backbone lr 4e-4, 300-W mix 2.0"),
+    "ft-mix2": ("finetune", ["finetune.mix={300w: 2.0}"], "300-W mix 2.0"),
+    "ft-bn-frozen": ("finetune", ["finetune.freeze_bn=true"], "backbone batch-norm statistics kept"),
+    "ft-bn-frozen-mix2": ("finetune", ["finetune.freeze_bn=true", "finetune.mix={300w: 2.0}"],
+                          "batch-norm statistics kept, 300-W mix 2.0"),
+    "ft-freeze2": ("finetune", ["finetune.freeze_stages=2", "finetune.lr=1.0e-3"],
+                   "stem + 2 stages frozen, lr 1e-3"),
+}
+
+
+def _tracking_uri() -> str:
+    """The project's tracking store, as an absolute URI (the scratch folders have other working directories)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    uri = str(params["tracking"]["tracking_uri"])
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str((ROOT / uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def prepare(name: str, stage: str, overrides: list[str], epochs: int, data: Path = ROOT / "data") -> Path:
+    """The scratch folder of one variant: ``params.yaml`` with its overrides, ``data`` -> ``data`` (the project's
+    data folder, or a snapshot of it so that a running ``dvc repro`` cannot change it under the variants).
+
+    Raises:
+        FileNotFoundError: the project's crops / augmented table or pretrained model is missing.
+    """
+    needs = [data / "interim/crops.parquet", data / "processed/augmented.parquet"]
+    needs += [ROOT / "models/pretrain/model.pt"] if stage == "finetune" else []
+    for need in needs:
+        if not need.exists():
+            raise FileNotFoundError(f"{need}: missing (run `dvc repro augment` / `dvc repro pretrain` first)")
+    work = OUT / name
+    work.mkdir(parents=True, exist_ok=True)
+    link = work / "data"
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(data.resolve(), target_is_directory=True)
+    (work / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    budget = [f"pretrain.epochs={epochs}"] if stage == "pretrain" else [
+        f"finetune.init={ROOT / 'models/pretrain/model.pt'}"]
+    apply_overrides(work / "params.yaml", [
+        f"tracking.experiment={EXPERIMENT}", f"tracking.artifact_location={ROOT / 'mlartifacts'}",
+        "train.progress=false", "train.log_model=false", "train.resume=false", *budget, *overrides])
+    return work
+
+
+def train(work: Path, stage: str) -> dict:
+    """Run one stage in ``work`` (a subprocess; its log goes to ``work/stage.log``); returns its report.
+
+    Raises:
+        RuntimeError: the stage failed (the log's last lines in the message).
+    """
+    env = {**os.environ, "MLFLOW_TRACKING_URI": _tracking_uri()}
+    env.pop("FACELANDMARKS_PARENT_RUN_ID", None)
+    logfile = work / "stage.log"
+    t = time.perf_counter()
+    with open(logfile, "w") as f:
+        rc = subprocess.call([sys.executable, str(ROOT / "pipelines" / f"{stage}.py")], cwd=work, env=env,
+                             stdout=f, stderr=subprocess.STDOUT)
+    if rc != 0:
+        tail = "\n".join(logfile.read_text().splitlines()[-15:])
+        raise RuntimeError(f"{work.name}: {stage} failed (exit {rc}); {logfile}:\n{tail}")
+    report = json.loads((work / "reports" / f"{stage}.json").read_text())
+    report["wall_s"] = round(time.perf_counter() - t, 1)
+    return report
+
+
+def speed(checkpoint: Path) -> dict:
+    """Landmark network ms/face (torch, 2 threads) at batch 1 and 32 on demo-photo crops."""
+    from benchmarks.speed import SpeedOptions, demo_faces, landmark_model_speed
+    from facelandmarks.inference.landmarker import FaceLandmarker
+
+    torch.set_num_threads(2)
+    landmarker = FaceLandmarker.load(checkpoint, device="cpu")
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        _, crops = demo_faces(landmarker)
+    finally:
+        os.chdir(cwd)
+    res = landmark_model_speed(landmarker.predict_crops, crops, "cpu", SpeedOptions(runs=10, warmup=3))
+    return {k: round(v["median_ms"], 2) for k, v in res.items()}
+
+
+def _pct(x) -> str:
+    return "" if x is None else f"{100 * float(x):.2f} %"
+
+
+def _rows(rows: list[tuple[str, dict]], cells) -> list[str]:
+    """Markdown rows: name, what changes, then ``cells(row)`` (a failed variant shows its error instead)."""
+    out = []
+    for n, r in rows:
+        body = [f"FAILED: {r['error'][:80]}"] if "error" in r else cells(r)
+        out.append("| " + " | ".join([n, r["what"], *body]) + " |")
+    return out
+
+
+def table(rows: dict[str, dict], epochs: int) -> str:
+    """The README's markdown tables of the results."""
+    pre = [(n, r) for n, r in rows.items() if r.get("stage") == "pretrain"]
+    fin = [(n, r) for n, r in rows.items() if r.get("stage") == "finetune"]
+    lines = [f"Pretrain ablation: {epochs} epochs each on the same augmented 300-W rows (default pipeline: 12), "
+             "selected on 300-W val (177 faces), NME inter-ocular; ms/face: torch, 2 CPU threads, flip test.", "",
+             "| variant | what changes | 300-W val NME | params | ms/face b1 | ms/face b32 | train min |",
+             "|---|---|---|---|---|---|---|"]
+    lines += _rows(pre, lambda r: [_pct(r["best_val_nme"]), f"{r['n_params'] / 1e6:.2f} M",
+                                   str(r["speed"].get("batch_1", "")), str(r["speed"].get("batch_32", "")),
+                                   f"{r['train_seconds'] / 60:.1f}"])
+    if fin:
+        before = next((r.get("val_nme_300w_pretrained") for _, r in fin if "error" not in r), None)
+        lines += ["", "Finetune against forgetting, from the default pretrained model (10 epochs), selected on "
+                  "InfAnFace val (29 faces); 300-W val (177 faces) shows what is forgotten:", "",
+                  f"| variant | what changes | InfAnFace val NME | 300-W val NME (pretrained: {_pct(before)}) | train min |",
+                  "|---|---|---|---|---|"]
+        lines += _rows(fin, lambda r: [_pct(r["best_val_nme"]), _pct(r.get("val_nme_300w_finetuned")),
+                                       f"{r['train_seconds'] / 60:.1f}"])
+    return "\n".join(lines) + "\n"
+
+
+def main(
+    only: Annotated[list[str], typer.Option("--only", help="variant names (repeatable); default: all")] = [],
+    epochs: Annotated[int, typer.Option(help="pretrain epochs of every pretrain variant")] = 4,
+    out: Annotated[Path, typer.Option(help="results JSON; the markdown table goes beside it")] = ROOT / "benchmarks" / "ablation.json",
+    rerun: Annotated[bool, typer.Option(help="train again even when a variant's report exists")] = False,
+    data: Annotated[Path, typer.Option(help="the data folder the variants read (crops, augmented rows)")] = ROOT / "data",
+) -> None:
+    """Train the ablation variants one after another; write the JSON and markdown tables."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    unknown = set(only) - set(VARIANTS)
+    if unknown:
+        raise typer.BadParameter(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
+    rows: dict[str, dict] = json.loads(out.read_text())["variants"] if out.exists() else {}
+    for name, (stage, overrides, what) in VARIANTS.items():
+        if only and name not in only:
+            continue
+        work = prepare(name, stage, overrides, epochs, data)
+        report_file = work / "reports" / f"{stage}.json"
+        log.info("%s: %s %s", name, stage, overrides)
+        try:
+            report = json.loads(report_file.read_text()) if (report_file.exists() and not rerun) else train(work, stage)
+            row = {k: report.get(k) for k in ("stage", "best_val_nme", "best_epoch", "epochs_run", "n_params",
+                                              "train_seconds", "val_nme_300w_pretrained", "val_nme_300w_finetuned",
+                                              "mlflow_parent_run_id", "pretrained_source", "backbone", "head")}
+            row["speed"] = speed(work / report["checkpoint"]) if stage == "pretrain" else {}
+        except Exception as exc:  # one failed variant is reported, the others still run
+            log.exception("%s failed", name)
+            row = {"stage": stage, "error": f"{type(exc).__name__}: {exc}"}
+        rows[name] = {**row, "what": what, "overrides": overrides}
+        write_json(out, {"epochs": epochs, "experiment": EXPERIMENT, "variants": rows})
+        with atomic_path(out.with_suffix(".md")) as tmp:
+            tmp.write_text(table(rows, epochs))
+    failed = [n for n, r in rows.items() if "error" in r]
+    if failed:
+        log.error("failed variants: %s (logs: %s/<name>/stage.log)", failed, OUT)
+        raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    typer.run(main)
