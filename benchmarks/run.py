@@ -72,6 +72,7 @@ def main(
     skip_accuracy: Annotated[bool, typer.Option("--skip-accuracy")] = False,
     skip_speed: Annotated[bool, typer.Option("--skip-speed")] = False,
     skip_serving: Annotated[bool, typer.Option("--skip-serving")] = False,
+    skip_detect_size: Annotated[bool, typer.Option("--skip-detect-size")] = False,
     skip_training: Annotated[bool, typer.Option("--skip-training")] = False,
     repro: Annotated[bool, typer.Option("--repro", help="also time a full `facelandmarks repro --force` (retrains everything)")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="small trial run into benchmarks/out/, README untouched")] = False,
@@ -119,7 +120,7 @@ def main(
         repro_timing = {**time_repro(), "measured_at": new["generated"]}
         timings["repro"] = repro_timing["wall_s"]
 
-    need_model = not (skip_accuracy and skip_speed and skip_serving)
+    need_model = not (skip_accuracy and skip_speed and skip_serving and skip_detect_size)
     with resolve_model(model, params) if need_model else contextlib.nullcontext((None, None)) as (path, source):
         if path is not None:
             blob = read_checkpoint(path)
@@ -152,13 +153,23 @@ def main(
                                   warmup=2 if quick else 10, env=env)
             new["serving"] = {**run_serving(opts), "measured_at": new["generated"]}
             timings["serving"] = new["serving"]["seconds"]
+        if not skip_detect_size:
+            from benchmarks.detect_size import run_detect_size
+
+            t_ds = time.perf_counter()
+            serve = params.get("serve") or {}
+            new["detect_size"] = {**run_detect_size(path, Path(params["evaluate"]["annotations"]),
+                                                    sides=(0, 640, 480), min_score=float(serve.get("detect_min_score") or 0.0),
+                                                    timed_photos=10 if quick else 40),
+                                  "measured_at": new["generated"]}
+            timings["detect_size"] = time.perf_counter() - t_ds
     if not skip_training:
         from benchmarks.training_speed import training_throughput
 
         new["training"] = {"throughput": training_throughput(), "measured_at": new["generated"]}
         if repro_timing:
             new["training"]["repro"] = repro_timing
-    for section in ("accuracy", "speed", "serving"):
+    for section in ("accuracy", "speed", "serving", "detect_size"):
         if section in new:
             new[section]["model_sha256"] = (new.get("model") or {}).get("sha256")
     if not devices[1:]:

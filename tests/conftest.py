@@ -289,3 +289,20 @@ def wait_until_healthy(url: str, proc, log: Path, timeout_s: float, what: str) -
             pass
         time.sleep(0.5)
     pytest.fail(f"{what} not healthy at {url} after {timeout_s} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture
+def stage_params_file(tmp_path, monkeypatch):
+    """Write a stage's params to ``tmp_path/params.yaml`` with its own MLflow store (``tmp_path/mlflow.db``,
+    artifacts under ``tmp_path``, no inherited parent run); returns a function ``params -> path``."""
+    import yaml
+
+    def write(params: dict) -> Path:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+        monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
+        params["tracking"]["artifact_location"] = str(tmp_path / "mlartifacts")
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        return path
+
+    return write

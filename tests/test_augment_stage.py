@@ -6,7 +6,6 @@ import json
 
 import numpy as np
 import pytest
-import yaml
 
 from facelandmarks.augment.config import AugmentParams
 from facelandmarks.augment.stage import AUGMENTED_COLUMNS, augment_table
@@ -76,7 +75,7 @@ def test_flipped_variants_are_reindexed_mirrors(small_crops, tmp_path):
 
 
 @pytest.mark.slow
-def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path, monkeypatch, stage_logged_to_mlflow):
+def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path, stage_params_file, stage_logged_to_mlflow):
     crops, _, _ = small_crops
     write_table(crops, tmp_path / "crops.parquet")
     params = load_params("params.yaml")
@@ -88,10 +87,7 @@ def test_stage_main_writes_table_images_preview_and_report(small_crops, tmp_path
         report=str(tmp_path / "augment.json"),
         preview={"faces": 3, "out": str(tmp_path / "preview.png")},
     )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
-    params["tracking"]["artifact_location"] = str(tmp_path / "mlartifacts")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage_params_file(params)
 
     from facelandmarks.augment.stage import main
 

@@ -101,7 +101,8 @@ def test_write_report_writes_tables_and_leaves_the_rest_of_the_readme(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert "box derived from the annotated landmarks" in md and "| detector | 300-W (AFW + HELEN) | afw |" in md
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert [t["met"] for t in saved["targets"]] == [True, False, True, False]
+    # no 8-client throughput mode measured: None; a bad upload answered 500: the load target is missed
+    assert [t["met"] for t in saved["targets"]] == [True, False, True, False, None, False]
 
 
 def test_missing_markers_leave_every_file_untouched(tmp_path):

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from facelandmarks.crop.faces import crop_face, fallback_box, find_faces
 from facelandmarks.crop.geometry import invert_affine, map_points
@@ -98,7 +97,7 @@ def test_fallback_box_frames_faces_like_mtcnn(small_crops, params):
 
 
 @pytest.mark.slow
-def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_path, monkeypatch, stage_logged_to_mlflow):
+def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_path, stage_params_file, stage_logged_to_mlflow):
     """main(): a broken photo and a face with collapsed landmarks are counted and skipped, not fatal."""
     good = crop_subset[crop_subset["subset"].isin(["helen", "ads"])].head(3)
     broken_file = tmp_path / "broken.jpg"
@@ -118,10 +117,7 @@ def test_stage_main_skips_unreadable_photos_and_unusable_faces(crop_subset, tmp_
         report=str(tmp_path / "crop.json"),
         detector={**params["crop"]["detector"], "device": "cpu"},
     )
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.delenv("FACELANDMARKS_PARENT_RUN_ID", raising=False)
-    params["tracking"]["artifact_location"] = str(tmp_path / "mlartifacts")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    stage_params_file(params)
 
     from facelandmarks.crop.stage import main
 

@@ -51,6 +51,10 @@ def test_export_command_writes_a_runnable_onnx_file(tiny_checkpoint, tmp_path):
     assert result.exit_code == 0, result.output
     net = OnnxLandmarkNetwork(out)
     assert net.predict_crops(np.zeros((2, net.config.input_size, net.config.input_size, 3), np.uint8)).shape == (2, 68, 2)
+    single = tmp_path / "single.onnx"
+    result = CliRunner().invoke(app, ["export", str(single), "--model", str(tiny_checkpoint), "--no-flip-test"])
+    assert result.exit_code == 0, result.output
+    assert OnnxLandmarkNetwork(single).config.flip_test is False
     missing = CliRunner().invoke(app, ["export", str(tmp_path / "x.onnx"), "--model", str(tmp_path / "nope.pt")])
     assert missing.exit_code == 2 and "nope.pt" in missing.output
 

@@ -57,3 +57,29 @@ def test_freezing_stages_freezes_stem_and_first_blocks_only():
     everything = build_model(CFG)
     freeze_backbone_stages(everything, 99)
     assert split_parameters(everything)[0] == []
+
+
+def _bn_stats(model) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.backbone.state_dict().items() if k.endswith(("running_mean", "running_var"))}
+
+
+def test_kept_batchnorm_statistics_do_not_move_while_the_weights_train():
+    """``frozen_modules_eval(all_batchnorm=True)`` (``finetune.freeze_bn``): a training step changes the weights
+    but not one backbone running statistic; without it the statistics move; the head's batch norms still train."""
+    from facelandmarks.train.transfer import frozen_modules_eval
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 64, 64) * 2 + 1  # another domain's statistics than the initial ones
+    for keep in (True, False):
+        model = build_model(CFG)
+        before, head_before = _bn_stats(model), model.head.state_dict()["lateral.0.1.running_mean"].clone()
+        weights = [p.detach().clone() for p in model.backbone.parameters()]
+        frozen_modules_eval(model, all_batchnorm=keep)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        model.forward_train(x)["coords"].square().mean().backward()
+        opt.step()
+        after = _bn_stats(model)
+        moved = [k for k in before if not torch.equal(before[k], after[k])]
+        assert (moved == []) is keep, moved[:3]
+        assert any(not torch.equal(a, b) for a, b in zip(weights, model.backbone.parameters()))  # weights trained
+        assert not torch.equal(head_before, model.head.state_dict()["lateral.0.1.running_mean"])

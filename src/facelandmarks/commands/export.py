@@ -16,6 +16,8 @@ def export(
                                                    "params.yaml or $FACELANDMARKS_MODEL_URI)")] = None,
     format: Annotated[str, typer.Option("--format", help="onnx (the only format so far)")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
+    flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test",
+                                                   help="the mirrored second pass in the graph (default: as trained)")] = None,
 ) -> None:
     """Export the landmark network (dynamic batch) with its crop settings in the file's metadata.
 
@@ -34,7 +36,7 @@ def export(
     uri = model or cfg.model_uri
     try:
         with local_checkpoint(uri, cfg.tracking_uri) as path:
-            written = export_onnx(path, out, opset=opset)
+            written = export_onnx(path, out, opset=opset, flip_test=flip_test)
     except (ModelSourceError, CheckpointError) as e:
         typer.echo(f"export: {e}", err=True)
         raise typer.Exit(2) from e

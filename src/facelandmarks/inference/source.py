@@ -62,6 +62,27 @@ def checkpoint_in_folder(folder: str | os.PathLike) -> Path:
     )
 
 
+def _registry_download_uri(uri: str, tracking_uri: str | None) -> str:
+    """``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` -> the version's artifact location, looked up in the
+    registry at ``tracking_uri`` (MLflow 3's ``download_artifacts`` resolves such URIs in the process-wide
+    registry, whatever ``registry_uri`` it is given); other URIs are returned unchanged."""
+    if not tracking_uri or not uri.startswith("models:/"):
+        return uri
+    import mlflow
+
+    name, _, rest = uri[len("models:/"):].partition("/")
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias).version
+    elif rest.split("/")[0].isdigit():
+        version, _, rest = rest.partition("/")
+    else:  # a logged model id (models:/m-...) or a stage: MLflow resolves those itself
+        return uri
+    base = client.get_model_version_download_uri(name, version)
+    return base.rstrip("/") + ("/" + rest if rest else "")
+
+
 @contextlib.contextmanager
 def local_checkpoint(uri: str | os.PathLike, tracking_uri: str | None = None) -> Iterator[Path]:
     """Yield a local path of the checkpoint ``uri`` points at (downloaded into a temporary folder if remote).
@@ -88,7 +109,8 @@ def local_checkpoint(uri: str | os.PathLike, tracking_uri: str | None = None) ->
     try:
         try:
             local = mlflow.artifacts.download_artifacts(
-                artifact_uri=text, dst_path=str(tmp), tracking_uri=tracking_uri, registry_uri=tracking_uri
+                artifact_uri=_registry_download_uri(text, tracking_uri), dst_path=str(tmp), tracking_uri=tracking_uri,
+                registry_uri=tracking_uri,
             )
         except Exception as e:  # MLflow raises MlflowException, OSError, ... for unknown names/aliases
             where = tracking_uri or mlflow.get_tracking_uri()
