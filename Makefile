@@ -14,7 +14,7 @@ $(error could not read QUIET_ENV from src/facelandmarks/quiet.py with $(PYTHON))
 endif
 $(foreach kv,$(QUIET_ENV),$(eval export $(kv)))
 
-.PHONY: setup data repro test unit bench
+.PHONY: setup data repro test unit bench ablation
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -45,3 +45,6 @@ unit: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks.run
+
+ablation: setup   # after `make repro` (reads its crops and pretrained model); about 1 hour on 2 CPU cores
+	$(BIN)/python -m benchmarks.ablation

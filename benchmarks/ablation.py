@@ -81,7 +81,8 @@ def _tracking_uri() -> str:
     return uri
 
 
-def prepare(name: str, stage: str, overrides: list[str], epochs: int, data: Path = ROOT / "data") -> Path:
+def prepare(name: str, stage: str, overrides: list[str], epochs: int, data: Path = ROOT / "data",
+            work_dir: Path = OUT) -> Path:
     """The scratch folder of one variant: ``params.yaml`` with its overrides, ``data`` -> ``data`` (the project's
     data folder, or a snapshot of it so that a running ``dvc repro`` cannot change it under the variants).
 
@@ -93,7 +94,7 @@ def prepare(name: str, stage: str, overrides: list[str], epochs: int, data: Path
     for need in needs:
         if not need.exists():
             raise FileNotFoundError(f"{need}: missing (run `dvc repro augment` / `dvc repro pretrain` first)")
-    work = OUT / name
+    work = Path(work_dir) / name
     work.mkdir(parents=True, exist_ok=True)
     link = work / "data"
     if link.is_symlink():
@@ -187,6 +188,7 @@ def main(
     out: Annotated[Path, typer.Option(help="results JSON; the markdown table goes beside it")] = ROOT / "benchmarks" / "ablation.json",
     rerun: Annotated[bool, typer.Option(help="train again even when a variant's report exists")] = False,
     data: Annotated[Path, typer.Option(help="the data folder the variants read (crops, augmented rows)")] = ROOT / "data",
+    work_dir: Annotated[Path, typer.Option(help="where each variant's scratch folder goes")] = OUT,
 ) -> None:
     """Train the ablation variants one after another; write the JSON and markdown tables."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -197,7 +199,7 @@ def main(
     for name, (stage, overrides, what) in VARIANTS.items():
         if only and name not in only:
             continue
-        work = prepare(name, stage, overrides, epochs, data)
+        work = prepare(name, stage, overrides, epochs, data, work_dir)
         report_file = work / "reports" / f"{stage}.json"
         log.info("%s: %s %s", name, stage, overrides)
         try:
@@ -215,7 +217,7 @@ def main(
             tmp.write_text(table(rows, epochs))
     failed = [n for n, r in rows.items() if "error" in r]
     if failed:
-        log.error("failed variants: %s (logs: %s/<name>/stage.log)", failed, OUT)
+        log.error("failed variants: %s (logs: %s/<name>/stage.log)", failed, work_dir)
         raise typer.Exit(1)
 
 

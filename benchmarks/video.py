@@ -519,7 +519,8 @@ def markdown(r: dict) -> str:
     lines.append("")
     lines.append(f"Model: {m['source']} ({m['backbone']}, {m['head']}, {m['input_size']} px; flip test "
                  f"{'on' if m['flip_test'] else 'off'} per photo, {'on' if r['params']['flip_test'] else 'off'} in "
-                 f"video mode); torch threads: {r['threads']}; MTCNN every {r['params']['tracker']['detect_every']} "
+                 f"video mode); network in video mode: {r['params'].get('runtime', 'torch')}; torch threads: "
+                 f"{r['threads']}; MTCNN every {r['params']['tracker']['detect_every']} "
                  f"frames at most; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
                  f"{r['params']['smoothing']['beta']}.")
     meta = m.get("meta") or {}

@@ -306,3 +306,20 @@ def stage_params_file(tmp_path, monkeypatch):
         return path
 
     return write
+
+
+def write_stage_faces(root: Path, faces, dataset: str, splits: list[str]) -> tuple[list[dict], list[dict]]:
+    """Write a CropSet's crops as PNGs under ``root/data/interim/crops/<dataset>/``; return the rows of
+    ``crops.parquet`` and ``augmented.parquet`` (variant 0, train faces only) for the given split of each face."""
+    from facelandmarks.io.images import write_image
+
+    crops, augmented = [], []
+    for i, split in enumerate(splits):
+        rel = f"data/interim/crops/{dataset}/{i}.png"
+        write_image(root / rel, faces.images[i])
+        row = {"face_id": str(faces.face_ids[i]), "dataset": dataset, "subset": "s", "split": split,
+               "visible": faces.visible[i], "scheme": "ibug68"}
+        crops.append({**row, "crop_path": rel, "crop_landmarks": faces.landmarks[i]})
+        if split == "train":
+            augmented.append({**row, "variant": 0, "image_path": rel, "landmarks": faces.landmarks[i]})
+    return crops, augmented

@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
+from conftest import write_stage_faces
+
 from facelandmarks.data.table import write_table
-from facelandmarks.io.images import write_image
 from facelandmarks.model.checkpoint import load_checkpoint
 from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.preprocess import to_tensor
@@ -22,29 +23,15 @@ from facelandmarks.mlflow_runs import PARENT_ENV, pipeline_run
 ROOT_PARAMS = "params.yaml"
 
 
-def _write_faces(root, faces, dataset, splits):
-    """Write crops as PNGs; return (crops rows, augmented rows) for the given split of each face."""
-    crops, augmented = [], []
-    for i, split in enumerate(splits):
-        rel = f"data/interim/crops/{dataset}/{i}.png"
-        write_image(root / rel, faces.images[i])
-        row = {"face_id": str(faces.face_ids[i]), "dataset": dataset, "subset": "s", "split": split,
-               "visible": faces.visible[i], "scheme": "ibug68"}
-        crops.append({**row, "crop_path": rel, "crop_landmarks": faces.landmarks[i]})
-        if split == "train":
-            augmented.append({**row, "variant": 0, "image_path": rel, "landmarks": faces.landmarks[i]})
-    return crops, augmented
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backbone, pretrained", [("mobilenetv3_small_050", False), ("mobilenetv2_100", "imagenet")])
 def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
     landmark_crops, infant_crops, tmp_path, monkeypatch, backbone, pretrained
 ):
-    c1, a1 = _write_faces(tmp_path, landmark_crops, "300w", ["train"] * 16 + ["val"] * 8)
-    c2, a2 = _write_faces(tmp_path, infant_crops, "infanface", ["train"] * 6 + ["val"] * 3 + ["test"] * 3)
+    c1, a1 = write_stage_faces(tmp_path, landmark_crops, "300w", ["train"] * 16 + ["val"] * 8)
+    c2, a2 = write_stage_faces(tmp_path, infant_crops, "infanface", ["train"] * 6 + ["val"] * 3 + ["test"] * 3)
     # a second adult set with two augment variants per face; pretrain.variants_per_dataset keeps variant 0 only
-    c3, a3 = _write_faces(tmp_path, landmark_crops.subset(slice(0, 6)), "youtube_faces68", ["train"] * 6)
+    c3, a3 = write_stage_faces(tmp_path, landmark_crops.subset(slice(0, 6)), "youtube_faces68", ["train"] * 6)
     a3 = a3 + [{**r, "variant": 1, "face_id": r["face_id"] + "_v1"} for r in a3]
     write_table(pd.DataFrame(c1 + c2 + c3), tmp_path / "data/interim/crops.parquet")
     write_table(pd.DataFrame(a1 + a2 + a3), tmp_path / "data/processed/augmented.parquet")
