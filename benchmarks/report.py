@@ -182,11 +182,13 @@ def _speed_table(sp: dict, device: str) -> str:
         ours = lm[key]["median_ms"]
         rows.append([f"landmarks per face, batch {lm[key]['batch']}", _ms(ours), _ms(dl_face),
                      _x(ours / dl_face) if dl_face and device == "cpu" else "n/a"])
-    onnx = _get(sp, "cpu_onnxruntime", "landmark_model") or {} if device == "cpu" else {}
-    for key in sorted(onnx, key=lambda k: int(k.split("_")[1])):
-        ours = onnx[key]["median_ms"]
-        rows.append([f"landmarks per face, batch {onnx[key]['batch']}, ONNX Runtime", _ms(ours), _ms(dl_face),
-                     _x(ours / dl_face) if dl_face else "n/a"])
+    for section, what in (("cpu_onnxruntime", "ONNX Runtime"),
+                          ("cpu_onnxruntime_single_pass", "ONNX Runtime, one pass (no flip test)")):
+        onnx = _get(sp, section, "landmark_model") or {} if device == "cpu" else {}
+        for key in sorted(onnx, key=lambda k: int(k.split("_")[1])):
+            ours = onnx[key]["median_ms"]
+            rows.append([f"landmarks per face, batch {onnx[key]['batch']}, {what}", _ms(ours), _ms(dl_face),
+                         _x(ours / dl_face) if dl_face else "n/a"])
     e2e, de2e = dev.get("end_to_end") or {}, dl.get("end_to_end") or {}
     if e2e:
         rows.append([f"end to end per frame ({e2e.get('frame_size')}, detection + landmarks)", _ms(e2e.get("median_ms"), 1),

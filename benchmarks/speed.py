@@ -265,8 +265,14 @@ def run_speed(model_path: Path, devices: list[str], options: SpeedOptions | None
         }
         del ours
     onnx = FaceLandmarker.load(model_path, runtime="onnx", num_threads=opts.threads, batch_size=max(opts.batch_sizes))
-    result["cpu_onnxruntime"] = {"landmark_model": landmark_model_speed(onnx.predict_crops, crops, "cpu", opts)}
+    result["cpu_onnxruntime"] = {"landmark_model": landmark_model_speed(onnx.predict_crops, crops, "cpu", opts),
+                                 "flip_test": bool(getattr(onnx.config, "flip_test", False))}
     del onnx
+    # one pass per face (no flip test), as video mode runs it
+    single = FaceLandmarker.load(model_path, device="cpu", batch_size=max(opts.batch_sizes)).variant(
+        "onnx", flip_test=False, num_threads=opts.threads)
+    result["cpu_onnxruntime_single_pass"] = {"landmark_model": landmark_model_speed(single.predict_crops, crops, "cpu", opts)}
+    del single
     cpu, dl = result["cpu"], result["dlib"]
     result["ratios"] = {
         **{f"landmarks_{k}": _ratio(v["median_ms"], dl["landmarks_per_face"]["median_ms"])

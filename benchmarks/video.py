@@ -370,10 +370,15 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     opts = options or VideoBenchOptions()
     t_start = time.perf_counter()
     torch.set_num_threads(opts.threads)
-    lm = FaceLandmarker.load(model_path, device="cpu")
+    from facelandmarks.serving.config import load_serve_params
+
+    serve = load_serve_params(params_path)  # the product's detection settings (predict, live and the service use them)
+    lm = FaceLandmarker.load(model_path, device="cpu", min_score=serve.detect_min_score,
+                             detect_max_side=serve.detect_max_side or None)
     vp = load_video_params(params_path)
     no_smooth = vp.model_copy(update={"smoothing": vp.smoothing.model_copy(update={"enabled": False})})
     out: dict[str, Any] = {"threads": opts.threads, "params": vp.model_dump(),
+                           "detector": {"min_score": lm.detector.config.min_score, "max_side": lm.detector.config.max_side},
                            "model": {"source": str(model_path), "backbone": lm.config.backbone,
                                      "head": lm.config.head, "input_size": lm.config.input_size,
                                      "flip_test": bool(getattr(lm.config, "flip_test", False)),
@@ -470,9 +475,12 @@ def demo_gif(model_path: Path, out: Path, start: int = 82, stop: int = 211, ever
     """
     from facelandmarks.inference.landmarker import FaceLandmarker
     from facelandmarks.media import resize_max_side, write_gif
+    from facelandmarks.serving.config import load_serve_params
     from facelandmarks.video import VideoLandmarker, draw_tracked, load_video_params
 
-    lm = FaceLandmarker.load(model_path, device="cpu")
+    serve = load_serve_params(params_path)
+    lm = FaceLandmarker.load(model_path, device="cpu", min_score=serve.detect_min_score,
+                             detect_max_side=serve.detect_max_side or None)
     fps = _fps_of(SPEAKER)
     video = VideoLandmarker(lm, load_video_params(params_path), fps=fps)
     frames = []
@@ -520,7 +528,8 @@ def markdown(r: dict) -> str:
     lines.append(f"Model: {m['source']} ({m['backbone']}, {m['head']}, {m['input_size']} px; flip test "
                  f"{'on' if m['flip_test'] else 'off'} per photo, {'on' if r['params']['flip_test'] else 'off'} in "
                  f"video mode); network in video mode: {r['params'].get('runtime', 'torch')}; torch threads: "
-                 f"{r['threads']}; MTCNN every {r['params']['tracker']['detect_every']} "
+                 f"{r['threads']}; MTCNN score floor {r.get('detector', {}).get('min_score', 'n/a')}, photos "
+                 f"downscaled to {r.get('detector', {}).get('max_side', 'n/a')} px; MTCNN every {r['params']['tracker']['detect_every']} "
                  f"frames at most; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
                  f"{r['params']['smoothing']['beta']}.")
     meta = m.get("meta") or {}

@@ -83,6 +83,8 @@ def test_variants_switch_runtime_and_flip_test_with_the_same_weights(tiny_checkp
     assert np.abs(lm.variant("torch", flip_test=False).predict_crops(crops) - plain).max() < 1e-4
     assert np.abs(lm.variant("onnx", flip_test=True).predict_crops(crops) - both).max() < 0.05
     assert lm.variant() is lm
+    twice = lm.variant("torch", flip_test=False).variant("torch", flip_test=True)  # a variant of a variant
+    assert np.abs(twice.predict_crops(crops) - both).max() < 1e-4
     assert lm.model.config.flip_test == lm.config.flip_test  # building a graph leaves the torch model as it was
     with pytest.raises(ValueError, match="cannot change"):
         no_flip_onnx.variant("torch")

@@ -5,7 +5,9 @@ Every transform has its own probability ``p``; set ``p: 0`` to switch it off.
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, model_validator
 
 from facelandmarks.params import StrictModel
 
@@ -22,9 +24,16 @@ __all__ = [
 ]
 
 
-def _ordered(lo_hi: tuple[float, float], name: str) -> None:
+def _ordered(lo_hi: tuple, name: str = "range") -> tuple:
+    """``(min, max)`` unchanged; ValueError when min > max (pydantic adds the field's path to the message)."""
     if lo_hi[0] > lo_hi[1]:
-        raise ValueError(f"{name}: range {list(lo_hi)} has min > max")
+        raise ValueError(f"{name} {list(lo_hi)} has min > max")
+    return lo_hi
+
+
+#: ``(min, max)`` ranges, checked to be ordered.
+FloatRange = Annotated[tuple[float, float], AfterValidator(_ordered)]
+IntRange = Annotated[tuple[int, int], AfterValidator(_ordered)]
 
 
 class AffineParams(StrictModel):
@@ -32,12 +41,11 @@ class AffineParams(StrictModel):
 
     p: float = Field(0.9, ge=0, le=1)
     rotate: float = Field(25.0, ge=0, le=180)
-    scale: tuple[float, float] = (0.9, 1.1)
+    scale: FloatRange = (0.9, 1.1)
     shift: float = Field(0.05, ge=0, le=0.5)
 
     @model_validator(mode="after")
     def _check(self) -> "AffineParams":
-        _ordered(self.scale, "augment.affine.scale")
         if self.scale[0] <= 0:
             raise ValueError("augment.affine.scale must be positive")
         return self
@@ -61,50 +69,29 @@ class BlurParams(StrictModel):
     """Gaussian blur, sigma range in pixels."""
 
     p: float = Field(0.2, ge=0, le=1)
-    sigma: tuple[float, float] = (0.3, 1.5)
-
-    @model_validator(mode="after")
-    def _check(self) -> "BlurParams":
-        _ordered(self.sigma, "augment.blur.sigma")
-        return self
+    sigma: FloatRange = (0.3, 1.5)
 
 
 class NoiseParams(StrictModel):
     """Gaussian noise, standard deviation range as a fraction of 255."""
 
     p: float = Field(0.2, ge=0, le=1)
-    std: tuple[float, float] = (0.02, 0.06)
-
-    @model_validator(mode="after")
-    def _check(self) -> "NoiseParams":
-        _ordered(self.std, "augment.noise.std")
-        return self
+    std: FloatRange = (0.02, 0.06)
 
 
 class JpegParams(StrictModel):
     """JPEG compression artefacts, quality range."""
 
     p: float = Field(0.2, ge=0, le=1)
-    quality: tuple[int, int] = (30, 90)
-
-    @model_validator(mode="after")
-    def _check(self) -> "JpegParams":
-        _ordered(self.quality, "augment.jpeg.quality")
-        return self
+    quality: IntRange = (30, 90)
 
 
 class OcclusionParams(StrictModel):
     """Occluding patches of one random colour each: count range and side range (fraction of the crop)."""
 
     p: float = Field(0.2, ge=0, le=1)
-    holes: tuple[int, int] = (1, 2)
-    size: tuple[float, float] = (0.1, 0.3)
-
-    @model_validator(mode="after")
-    def _check(self) -> "OcclusionParams":
-        _ordered(self.holes, "augment.occlusion.holes")
-        _ordered(self.size, "augment.occlusion.size")
-        return self
+    holes: IntRange = (1, 2)
+    size: FloatRange = (0.1, 0.3)
 
 
 class PreviewParams(StrictModel):

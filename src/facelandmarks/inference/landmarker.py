@@ -103,6 +103,10 @@ class _FlipTestSet(torch.nn.Module):
         """``(B, 3, S, S)`` -> ``(B, K, 2)`` crop pixels."""
         return self.inner.predict(x, self.config.flip_test)
 
+    def predict(self, x: torch.Tensor, flip_test: bool) -> torch.Tensor:
+        """As :meth:`LandmarkModel.predict` (so a variant of a variant works)."""
+        return self.inner.predict(x, flip_test)
+
 
 class FaceLandmarker:
     """Find every face in a photo and put the model's landmarks on it.
