@@ -187,13 +187,11 @@ def test_register_gate_on_validation(tiny_checkpoint, better_checkpoint, annotat
     champion = FaceLandmarker.load("models:/facelandmarks@champion", device="cpu", tracking_uri=uri)
     assert champion.checkpoint_sha256 == promoted["challenger"]["checkpoint_sha256"]
     # an explicit tracking_uri wins over the process-wide store (which here holds no such model)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
-    mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'elsewhere.db'}")  # (the registry follows it: none is set)
     try:
         again = FaceLandmarker.load("models:/facelandmarks@champion", device="cpu", tracking_uri=uri)
     finally:
         mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
     assert again.checkpoint_sha256 == champion.checkpoint_sha256
     record = client.download_artifacts(client.get_model_version("facelandmarks", "2").run_id, SPLITS_ARTIFACT, str(tmp_path))
     assert Path(record).read_text().count("\n") == len(faces) + 1  # the version's split record: header + one row per face

@@ -62,11 +62,11 @@ def test_distributed_params_are_strict_and_the_environment_wins(monkeypatch):
 
 def _project(root: Path, landmark_crops) -> None:
     """A stage folder: 16 train + 8 val real HELEN crops (64 px), a tiny network, 2 epochs."""
-    from test_train_stages import _write_faces  # the training tests' writer of crops + tables
+    from conftest import write_stage_faces  # the training tests' writer of crops + tables
 
     from facelandmarks.data.table import write_table
 
-    crops, augmented = _write_faces(root, landmark_crops, "300w", ["train"] * 16 + ["val"] * 8)
+    crops, augmented = write_stage_faces(root, landmark_crops, "300w", ["train"] * 16 + ["val"] * 8)
     write_table(pd.DataFrame(crops), root / "data/interim/crops.parquet")
     write_table(pd.DataFrame(augmented), root / "data/processed/augmented.parquet")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
