@@ -36,6 +36,7 @@ import typer
 import yaml
 
 from facelandmarks.fsutil import atomic_path, write_json
+from facelandmarks.mlflow_runs import tracking_uri
 from facelandmarks.params_override import apply_overrides
 
 log = logging.getLogger("benchmarks.ablation")
@@ -70,12 +71,9 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
 
 
 def _tracking_uri() -> str:
-    """The project's tracking store, as an absolute URI (the scratch folders have other working directories)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    uri = str(params["tracking"]["tracking_uri"])
+    """The project's tracking store (:func:`facelandmarks.mlflow_runs.tracking_uri`), a relative sqlite path made
+    absolute (the scratch folders have other working directories)."""
+    uri = tracking_uri(yaml.safe_load((ROOT / "params.yaml").read_text()))
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
         return "sqlite:///" + str((ROOT / uri[len("sqlite:///"):]).resolve())
     return uri
@@ -132,17 +130,17 @@ def train(work: Path, stage: str) -> dict:
 
 def speed(checkpoint: Path) -> dict:
     """Landmark network ms/face (torch, 2 threads) at batch 1 and 32 on demo-photo crops."""
-    from benchmarks.speed import SpeedOptions, demo_faces, landmark_model_speed
+    from benchmarks.speed import (
+        DEMO_IMAGES,
+        SpeedOptions,
+        demo_faces,
+        landmark_model_speed,
+    )
     from facelandmarks.inference.landmarker import FaceLandmarker
 
     torch.set_num_threads(2)
     landmarker = FaceLandmarker.load(checkpoint, device="cpu")
-    cwd = Path.cwd()
-    os.chdir(ROOT)
-    try:
-        _, crops = demo_faces(landmarker)
-    finally:
-        os.chdir(cwd)
+    _, crops = demo_faces(landmarker, ROOT / DEMO_IMAGES)
     res = landmark_model_speed(landmarker.predict_crops, crops, "cpu", SpeedOptions(runs=10, warmup=3))
     return {k: round(v["median_ms"], 2) for k, v in res.items()}
 

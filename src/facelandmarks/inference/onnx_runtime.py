@@ -47,8 +47,11 @@ def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: in
 
     from facelandmarks.model.preprocess import MEAN, STD
 
+    flip = bool(getattr(config, "flip_test", False))
+
     class _RawCrops(torch.nn.Module):
-        """``(B, S, S, 3)`` float RGB [0, 255] -> the network's ``(B, K, 2)`` crop-pixel landmarks."""
+        """``(B, S, S, 3)`` float RGB [0, 255] -> the network's ``(B, K, 2)`` crop-pixel landmarks (flip test as
+        ``config`` says; a module without ``predict`` runs its own ``forward``)."""
 
         def __init__(self, net: torch.nn.Module):
             super().__init__()
@@ -57,24 +60,16 @@ def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: in
             self.register_buffer("std", torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
 
         def forward(self, crops: torch.Tensor) -> torch.Tensor:
-            x = crops.permute(0, 3, 1, 2)
-            return self.net((x - self.mean) / self.std)
+            x = (crops.permute(0, 3, 1, 2) - self.mean) / self.std
+            return self.net.predict(x, flip) if hasattr(self.net, "predict") else self.net(x)
 
-    saved = getattr(model, "config", None)
-    if saved is not None and hasattr(model, "forward_train"):  # LandmarkModel.forward reads its config's flip_test
-        model.config = saved.model_copy(update={"flip_test": bool(getattr(config, "flip_test", False))})
-    try:
-        wrapped = _RawCrops(model).eval()
-        s = int(config.input_size)
-        buf = io.BytesIO()
-        torch.onnx.export(
-            wrapped, (torch.zeros(2, s, s, 3, dtype=torch.float32),), buf, input_names=["crops"],
-            output_names=["landmarks"], dynamic_axes={"crops": {0: "batch"}, "landmarks": {0: "batch"}},
-            opset_version=opset, dynamo=False,
-        )
-    finally:
-        if saved is not None:
-            model.config = saved
+    s = int(config.input_size)
+    buf = io.BytesIO()
+    torch.onnx.export(
+        _RawCrops(model).eval(), (torch.zeros(2, s, s, 3, dtype=torch.float32),), buf, input_names=["crops"],
+        output_names=["landmarks"], dynamic_axes={"crops": {0: "batch"}, "landmarks": {0: "batch"}},
+        opset_version=opset, dynamo=False,
+    )
     proto = onnx.load_from_string(buf.getvalue())
     meta = {ONNX_CONFIG_KEY: config.model_dump_json()}
     if checkpoint_sha256:
