@@ -529,8 +529,10 @@ def markdown(r: dict) -> str:
                  f"{'on' if m['flip_test'] else 'off'} per photo, {'on' if r['params']['flip_test'] else 'off'} in "
                  f"video mode); network in video mode: {r['params'].get('runtime', 'torch')}; torch threads: "
                  f"{r['threads']}; MTCNN score floor {r.get('detector', {}).get('min_score', 'n/a')}, photos "
-                 f"downscaled to {r.get('detector', {}).get('max_side', 'n/a')} px; MTCNN every {r['params']['tracker']['detect_every']} "
-                 f"frames at most; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
+                 f"downscaled to {r.get('detector', {}).get('max_side', 'n/a')} px; MTCNN stage thresholds in video "
+                 f"{r['params'].get('detect_thresholds') or 'of the model'} (per frame: the model's); MTCNN every "
+                 f"{r['params']['tracker']['detect_every']} frames at most; crop motion prediction "
+                 f"{r['params']['tracker'].get('motion', 0.0)}; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
                  f"{r['params']['smoothing']['beta']}.")
     meta = m.get("meta") or {}
     if m.get("stand_in") or meta.get("stage") == "benchmark stand-in":

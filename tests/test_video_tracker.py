@@ -140,6 +140,41 @@ def test_a_face_that_leaves_the_frame_ends_its_track(follower):
     assert all(not r.faces for r in results[gone + 4 + 2 :])  # nothing left by the next detector run (+ confirmation)
 
 
+def test_the_crop_follows_a_moving_face_by_constant_velocity_prediction(follower):
+    """A real face crosses a black 640x360 frame at 8 px per frame (about a tenth of its box), MTCNN only
+    every 10 frames, smoothing on. The stand-in network reports only part of a face's offset in its crop,
+    so a crop left where the face was (``motion`` 0) falls behind; predicted where the face will be
+    (``motion`` 1), it stays much closer."""
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import resize_max_side
+    from facelandmarks.video import SmoothingParams, TrackerParams, VideoLandmarker, VideoParams
+
+    face = resize_max_side(read_image(DEMO / "face_recognition__obama.jpg"), 160)
+    h, w = face.shape[:2]
+    xs = list(range(20, 640 - w, 8))
+    seq = []
+    for x in xs:
+        canvas = np.zeros((360, 640, 3), np.uint8)
+        canvas[100 : 100 + h, x : x + w] = face
+        seq.append(canvas)
+    first = follower.detector.detect([seq[0]])[0]
+    assert len(first) == 1
+    centre = [float(first.boxes[0][0] + first.boxes[0][2]) / 2 + x - xs[0] for x in xs]  # the face's true centre x
+    side = float(first.boxes[0][2] - first.boxes[0][0])
+
+    def behind(motion: float) -> np.ndarray:
+        """Per frame: how far the closest track's box centre is from the face's, in box sides."""
+        params = VideoParams(tracker=TrackerParams(detect_every=10, motion=motion), smoothing=SmoothingParams(enabled=True),
+                             flip_test=False, runtime="torch")
+        results = list(VideoLandmarker(follower, params).track(seq, fps=25.0))
+        assert all(r.faces for r in results)  # the face is never without a track
+        return np.array([min(abs(float(f.box[0] + f.box[2]) / 2 - c) for f in r.faces) / side for r, c in zip(results, centre)])
+
+    still, predicted = behind(0.0), behind(1.0)
+    assert predicted.mean() < 0.7 * still.mean(), (predicted.mean(), still.mean())
+    assert predicted.max() < still.max()
+
+
 def test_smoothing_steadies_the_points_and_keeps_the_ids(follower, frames):
     """One Euro smoothing: the same faces with the same ids, points that move less from frame to frame,
     close to the network's own points (kept in ``raw``)."""
@@ -205,3 +240,24 @@ def test_points_that_disagree_with_their_box_make_the_tracker_detect_instead_of_
     tracked = sorted((f.box for f in results[7].faces), key=lambda b: b[0])
     for got, want in zip(tracked, sorted((f.box for f in photo), key=lambda b: b[0])):
         np.testing.assert_allclose(got, want, atol=0.5)  # the box is the detection's, not the collapsed points'
+
+
+def test_video_detection_thresholds_are_the_trackers_own_and_keep_the_confident_faces(landmarker, frames):
+    """``video.detect_thresholds`` gives the tracker its own MTCNN stage thresholds (the photo predictor keeps
+    the model's); on a real frame the stricter stages still find every face the model's settings score
+    >= 0.9, and null keeps the landmarker's detector itself."""
+    from facelandmarks.video import VideoLandmarker, VideoParams
+
+    assert landmarker.detector.config.thresholds != (0.6, 0.7, 0.7)
+    strict = VideoLandmarker(landmarker, VideoParams(detect_thresholds=(0.6, 0.7, 0.7)))
+    assert strict.detector.config.thresholds == (0.6, 0.7, 0.7)
+    assert landmarker.detector.config.thresholds != (0.6, 0.7, 0.7)  # the shared predictor is untouched
+    plain = VideoLandmarker(landmarker, VideoParams(detect_thresholds=None, rotated_retry=True))
+    assert plain.detector is landmarker.detector
+    from facelandmarks.detect.matching import match_boxes
+
+    model_dets = landmarker.detector.detect([frames[0]])[0]
+    confident = model_dets.boxes[model_dets.scores >= 0.9]
+    assert len(confident)
+    index, _ = match_boxes(confident, strict.detector.detect([frames[0]])[0].boxes, 0.5)
+    assert (index >= 0).all()

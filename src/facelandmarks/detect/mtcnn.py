@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
 from pydantic import Field
 
 from facelandmarks.device import resolve_device
@@ -108,6 +109,11 @@ class FaceDetector:
             device=self.device,
         )
         self._mtcnn.eval()
+        if self.device == "cpu":
+            # channels-last convolutions and max-pooling: MTCNN 1.7x faster on the CPU (torch's NCHW
+            # max_pool2d is slow; 130 -> 78 ms per demo photo at 640 px, one thread), boxes equal within
+            # 4e-4 px. ONNX Runtime for the three nets measured no faster than this.
+            self._mtcnn.to(memory_format=torch.channels_last)
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         """Validate a photo and downscale it to ``max_side`` for detection."""

@@ -47,6 +47,12 @@ class TrackerParams(StrictModel):
             landmark box sits in MTCNN's box (mean log side ratio and centre offset) and correct the
             landmark -> box conversion with it, so a model whose points are a little tight or loose does
             not make its tracks' boxes shrink or grow from frame to frame.
+        motion: constant-velocity prediction of the next crop box: the box of the network's points in
+            this frame, shifted by this times the move of the smoothed points' box centre over the last
+            frame (pixels per frame; the smoothed velocity feeds no frame-to-frame noise back into the
+            crop). A walking face moves a third of its box per frame in the street clip; a crop that
+            stays where the face was gets landmarks pulled back towards the crop centre, and the track
+            falls behind and loses the face. 0 = the crop stays where the face was.
     """
 
     detect_every: int = Field(5, ge=1)
@@ -58,6 +64,7 @@ class TrackerParams(StrictModel):
     min_side: float = Field(12.0, ge=2.0)
     duplicate_iou: float = Field(0.5, gt=0.0, le=1.0)
     calibrate: bool = True
+    motion: float = Field(1.0, ge=0.0, le=2.0)
 
 
 class SmoothingParams(StrictModel):
@@ -97,6 +104,11 @@ class VideoParams(StrictModel):
         rotated_retry: keep the detector's rotated retry (``crop.detector.rotate_angles``) in video mode; off by
             default: a frame without a confident face (common in video) would cost one MTCNN pass per angle,
             and a tracked face needs no detector once found.
+        detect_thresholds: MTCNN's P-, R- and O-net thresholds in video mode (None: the model's
+            ``crop.detector.thresholds``). The model's low thresholds (0.3/0.4/0.4) find more faces in single
+            photos but send ~500 candidate boxes per 640x360 frame through the R-net; facenet-pytorch's
+            0.6/0.7/0.7 makes MTCNN ~1.6x faster there, and a face one detector run misses is found by the
+            next one a few frames later.
     """
 
     tracker: TrackerParams = Field(default_factory=TrackerParams)
@@ -105,6 +117,7 @@ class VideoParams(StrictModel):
     runtime: Literal["torch", "onnx"] = "onnx"
     onnx_threads: int = Field(0, ge=0)
     rotated_retry: bool = False
+    detect_thresholds: tuple[float, float, float] | None = None
 
 
 def load_video_params(path: str | os.PathLike | None = None) -> VideoParams:

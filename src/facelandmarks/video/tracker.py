@@ -2,9 +2,9 @@
 
 :class:`VideoLandmarker` is the video mode of :class:`facelandmarks.inference.FaceLandmarker`. Per frame:
 
-1. each live track's crop box is derived from its landmarks of the previous frame (smoothed when
-   smoothing is on: a steadier crop gives steadier points, and the One Euro filter follows fast moves
-   with little lag), with the model's ``crop.fallback`` calibration
+1. each live track's crop box is derived from its landmarks of the previous frame (the network's own
+   points, not the smoothed ones, which lag a moving face), shifted by the smoothed points' move over the
+   last frame (constant-velocity prediction, ``motion``), with the model's ``crop.fallback`` calibration
    (:func:`facelandmarks.crop.faces.fallback_box`, the same landmark -> MTCNN-like box conversion the
    crop stage uses for missed faces and evaluation uses for annotated faces), and all crops go through
    the landmark network in one batch (:meth:`FaceLandmarker.landmarks_in_boxes`);
@@ -127,12 +127,13 @@ def frame_record(result: FrameResult, decimals: int = 2) -> dict[str, Any]:
 @dataclass
 class _Track:
     track_id: int
-    box: np.ndarray  # crop box for the next frame (from the last output landmarks), (4,) float64
+    box: np.ndarray  # crop box for the next frame (last raw landmarks' box + predicted move), (4,) float64
     score: float
     smoother: LandmarkSmoother | None
     misses: int = 0
     unsure: bool = False  # its last landmarks disagreed with their crop box: the box is the detection's
     age: int = 0
+    centre: np.ndarray | None = None  # centre of the last frame's smoothed landmark box, (2,) float64
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.float32))
 
 
@@ -159,7 +160,8 @@ class VideoLandmarker:
         params: tracker and smoothing settings (params.yaml ``video``; defaults when None).
         fps: frame rate in Hz assumed for smoothing when frames come without timestamps.
     Attributes:
-        detector: the MTCNN detector (the landmarker's, without its rotated retry unless ``params.rotated_retry``).
+        detector: the MTCNN detector (the landmarker's, without its rotated retry unless ``params.rotated_retry``,
+            with ``params.detect_thresholds`` when set).
         detector_runs: frames on which MTCNN ran since the last :meth:`reset`.
         frames: frames processed since the last :meth:`reset`.
     """
@@ -173,8 +175,13 @@ class VideoLandmarker:
             flip = params.flip_test and bool(getattr(landmarker.config, "flip_test", False))  # the model's own, or off
             self.landmarker = landmarker.variant(runtime, flip, num_threads=params.onnx_threads)
         self.detector = landmarker.detector
+        update: dict[str, Any] = {}
         if not params.rotated_retry and landmarker.detector.config.rotate_angles:
-            self.detector = FaceDetector(landmarker.detector.config.model_copy(update={"rotate_angles": ()}))
+            update["rotate_angles"] = ()
+        if params.detect_thresholds is not None and tuple(params.detect_thresholds) != tuple(landmarker.detector.config.thresholds):
+            update["thresholds"] = tuple(params.detect_thresholds)
+        if update:
+            self.detector = FaceDetector(landmarker.detector.config.model_copy(update=update))
         self.tracker: TrackerParams = params.tracker
         self.smoothing: SmoothingParams = params.smoothing
         self.fps = float(fps)
@@ -353,7 +360,11 @@ class VideoLandmarker:
             out = t.smoother(raw[i], time) if t.smoother is not None else raw[i]
             t.landmarks = out
             box = boxes[i] if t.unsure else self._box_of(out)
-            t.box, t.age = box, t.age + 1
+            centre = _centre(box)[0]  # the velocity of the smoothed points: no noise fed back into the crop
+            move = centre - t.centre if t.centre is not None and not t.unsure else np.zeros(2)
+            # the next frame's crop: the network's own points (smoothed ones lag a moving face), moved on
+            t.box = boxes[i] + np.tile(cfg.motion * move, 2)
+            t.centre, t.age = centre, t.age + 1
             faces.append(TrackedFace(t.track_id, box.astype(np.float32), t.score, out, bool(detected[i]), raw[i]))
             kept.append(t)
         self._tracks = kept
