@@ -46,8 +46,12 @@ def _detect_ms(landmarker: FaceLandmarker, faces: pd.DataFrame, max_photos: int)
 
 def run_detect_size(model: str | Path, annotations: Path, sides: tuple[int, ...] = (0, 640, 480),
                     datasets: tuple[str, ...] = ("300w", "infanface"), split: str = "test", min_score: float = 0.9,
-                    match_iou: float = 0.3, threads: int = 1, timed_photos: int = 40) -> dict:
+                    match_iou: float = 0.3, threads: int = 1, timed_photos: int = 40,
+                    rotate_angles: tuple[float, ...] | None = None) -> dict:
     """Detection rate, NME over all faces and MTCNN time per photo at each serving detection size.
+
+    ``min_score`` and ``rotate_angles`` are the service's (``serve.detect_min_score``, ``serve.detect_rotate_angles``;
+    None: the model's stored angles).
 
     Returns:
         ``{"rows": [{"max_side", "dataset", "faces", "detected", "nme_inter_ocular", "nme_inter_ocular_detected",
@@ -58,7 +62,8 @@ def run_detect_size(model: str | Path, annotations: Path, sides: tuple[int, ...]
     scheme = get_scheme("ibug68")
     rows = []
     for side in sides:
-        lm = FaceLandmarker.load(model, device="cpu", min_score=min_score, detect_max_side=side or None)
+        lm = FaceLandmarker.load(model, device="cpu", min_score=min_score, detect_max_side=side or None,
+                                 rotate_angles=rotate_angles)
         for ds in datasets:
             faces = table[(table["dataset"] == ds) & (table["split"] == split)]
             if faces.empty:

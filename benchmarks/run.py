@@ -160,7 +160,8 @@ def main(
             serve = params.get("serve") or {}
             new["detect_size"] = {**run_detect_size(path, Path(params["evaluate"]["annotations"]),
                                                     sides=(0, 640, 480), min_score=float(serve.get("detect_min_score") or 0.0),
-                                                    timed_photos=10 if quick else 40),
+                                                    timed_photos=10 if quick else 40,
+                                                    rotate_angles=serve.get("detect_rotate_angles")),
                                   "measured_at": new["generated"]}
             timings["detect_size"] = time.perf_counter() - t_ds
     if not skip_training:

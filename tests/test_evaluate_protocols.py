@@ -154,3 +154,4 @@ def test_end_to_end_evaluation_detects_faces_as_the_service_does():
     sv = section(params, "serve", ServeParams)
     assert ev.detector_min_score == sv.detect_min_score
     assert (ev.detector_max_side or 0) == (sv.detect_max_side or 0)
+    assert ev.detector_rotate_angles == sv.detect_rotate_angles

@@ -107,3 +107,16 @@ def test_load_from_a_folder_and_bad_sources(tiny_checkpoint, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ModelSourceError, match="no facelandmarks checkpoint"):
         FaceLandmarker.load(tmp_path / "empty")
+
+
+def test_the_products_detection_settings_lay_over_the_stored_ones(tiny_checkpoint):
+    """``load(min_score, detect_max_side, rotate_angles)`` replace only what is given: a champion trained before the
+    rotated retry existed gets it; ``()`` turns it off; None keeps what the model stored."""
+    from facelandmarks import FaceLandmarker
+
+    stored = FaceLandmarker.load(tiny_checkpoint, device="cpu").detector.config
+    retry = FaceLandmarker.load(tiny_checkpoint, device="cpu", rotate_angles=[-30, 30]).detector.config
+    off = FaceLandmarker.load(tiny_checkpoint, device="cpu", rotate_angles=(), min_score=0.95).detector.config
+    assert retry.rotate_angles == (-30.0, 30.0) and retry.min_score == stored.min_score and retry.max_side == stored.max_side
+    assert off.rotate_angles == () and off.min_score == 0.95
+    assert FaceLandmarker.load(tiny_checkpoint, device="cpu", rotate_angles=None).detector.config == stored

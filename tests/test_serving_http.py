@@ -293,6 +293,7 @@ def test_info_says_what_is_served(server, tiny_checkpoint):
     assert info["backbone"] == "mobilenetv3_small_050" and info["head"] == "heatmap"
     assert info["limits"]["max_pixels"] == MAX_PIXELS and info["limits"]["max_upload_mb"] == 2
     assert info["detector_max_side"] == 640 and info["detector_min_score"] == 0.9 and info["max_batch_files"] == 3
+    assert info["detector_rotate_angles"] == [-45.0, -20.0, 20.0, 45.0]  # serve.detect_rotate_angles over the stored ones
     assert (info["workers"], info["threads"], info["num_threads"], info["max_concurrency"]) == (1, 2, 1, 64)
     assert info["max_request_mb"]["/faces"] == round(2 + 64 / 1024, 2) and info["max_request_mb"]["/faces_batch"] == 4
     # the web page at /, its files, and BentoML's API page moved to /docs; the API itself is untouched

@@ -42,7 +42,8 @@ def live(
         cfg = load_serve_params()
         params = load_video_params()
         landmarker = FaceLandmarker.load(model or cfg.model_uri, device=device, tracking_uri=cfg.tracking_uri,
-                                           min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None)
+                                           min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None,
+                                           rotate_angles=cfg.detect_rotate_angles)
     except (ModelSourceError, CheckpointError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

@@ -51,7 +51,8 @@ def predict(
     uri = model or cfg.model_uri
     try:
         landmarker = FaceLandmarker.load(uri, device=device, tracking_uri=cfg.tracking_uri,
-                                           min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None)
+                                           min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None,
+                                           rotate_angles=cfg.detect_rotate_angles)
     except (ModelSourceError, CheckpointError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e

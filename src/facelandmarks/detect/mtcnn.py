@@ -11,7 +11,9 @@ the same way.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -21,7 +23,7 @@ from pydantic import Field
 from facelandmarks.device import resolve_device
 from facelandmarks.params import StrictModel
 
-__all__ = ["DetectorConfig", "Detections", "FaceDetector"]
+__all__ = ["DetectorConfig", "Detections", "FaceDetector", "detection_overrides"]
 
 
 class DetectorConfig(StrictModel):
@@ -59,6 +61,30 @@ class DetectorConfig(StrictModel):
     rotate_angles: tuple[float, ...] = ()
     rotate_below: float = Field(0.9, ge=0.0, le=1.0)
     device: str = "auto"
+
+
+def detection_overrides(min_score: float | None = None, max_side: int | None = None,
+                        rotate_angles: "Sequence[float] | None" = None) -> dict[str, Any]:
+    """The product's detection settings to lay over a model's stored :class:`DetectorConfig` (``model_copy(update=)``).
+
+    The service, ``facelandmarks predict``/``live`` and the end-to-end evaluation answer with the same
+    settings (params.yaml ``serve.detect_*`` = ``evaluate.detector_*``), whatever the model stored.
+
+    Args:
+        min_score: score floor; None: keep the stored one.
+        max_side: detection size in pixels; None or 0: keep the stored one.
+        rotate_angles: degrees of the rotated retry (``()``: off); None: keep the stored ones.
+    Returns:
+        the ``DetectorConfig`` fields to replace (only those given).
+    """
+    out: dict[str, Any] = {}
+    if min_score is not None:
+        out["min_score"] = float(min_score)
+    if max_side:
+        out["max_side"] = int(max_side)
+    if rotate_angles is not None:
+        out["rotate_angles"] = tuple(float(a) for a in rotate_angles)
+    return out
 
 
 @dataclass(frozen=True)

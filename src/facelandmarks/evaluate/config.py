@@ -53,6 +53,8 @@ class EvaluateParams(StrictModel):
             the model's stored ``crop.detector.min_score``.
         detector_max_side: end to end, photos are downscaled to this longer side for MTCNN (``serve.detect_max_side``);
             None or 0: the model's stored ``crop.detector.max_side``.
+        detector_rotate_angles: end to end, the rotated retry's angles (``serve.detect_rotate_angles``; ``[]``: off);
+            None: the model's stored ``crop.detector.rotate_angles``.
         ced: grid of the CED curves.
         max_faces: at most this many faces per data set and split (0 = all; for quick runs).
         device: ``auto``, ``cpu`` or ``cuda``.
@@ -83,6 +85,7 @@ class EvaluateParams(StrictModel):
     match_iou: float = Field(0.3, ge=0.0, le=1.0)
     detector_min_score: float | None = Field(None, ge=0.0, le=1.0)
     detector_max_side: int | None = Field(None, ge=0)
+    detector_rotate_angles: tuple[float, ...] | None = None
     ced: CedParams = Field(default_factory=CedParams)
     max_faces: int = Field(0, ge=0)
     device: str = "auto"

@@ -59,19 +59,18 @@ def select_faces(df: pd.DataFrame, splits: list[str], max_faces: int = 0) -> pd.
 
 def load_runs(params: EvaluateParams, faces: pd.DataFrame) -> list[ModelRun]:
     """Load every model of ``params.models`` (one shared MTCNN detector: the first model's stored settings with
-    ``detector_min_score`` / ``detector_max_side`` over them) with the faces it is measured on.
+    ``detector_min_score`` / ``detector_max_side`` / ``detector_rotate_angles`` over them) with the faces it is measured on.
 
     Raises:
         facelandmarks.model.checkpoint.CheckpointError: a checkpoint is missing or unreadable.
     """
     from facelandmarks.inference import FaceLandmarker
 
-    from facelandmarks.detect.mtcnn import FaceDetector
+    from facelandmarks.detect.mtcnn import FaceDetector, detection_overrides
 
     runs: list[ModelRun] = []
     detector = None
-    overrides = {"min_score": params.detector_min_score, "max_side": params.detector_max_side or None}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = detection_overrides(params.detector_min_score, params.detector_max_side, params.detector_rotate_angles)
     for name, entry in params.models.items():
         lm = FaceLandmarker.load(entry.checkpoint, device=params.device, detector=detector)
         if detector is None and overrides:  # the product's detection settings over the stored ones

@@ -33,7 +33,7 @@ import torch
 from facelandmarks.crop.config import CropConfig
 from facelandmarks.crop.faces import crop_face, faces_from_detections
 from facelandmarks.crop.geometry import map_points
-from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector
+from facelandmarks.detect.mtcnn import Detections, DetectorConfig, FaceDetector, detection_overrides
 from facelandmarks.device import resolve_device
 from facelandmarks.fsutil import sha256_file
 from facelandmarks.io.images import to_rgb_uint8
@@ -214,6 +214,7 @@ class FaceLandmarker:
         num_threads: int = 0,
         min_score: float | None = None,
         detect_max_side: int | None = None,
+        rotate_angles: Sequence[float] | None = None,
     ) -> "FaceLandmarker":
         """Load a trained model.
 
@@ -231,6 +232,9 @@ class FaceLandmarker:
             min_score: drop detections MTCNN scores below this (the service and ``facelandmarks predict`` use
                 ``serve.detect_min_score``, 0.9); None: the model's stored ``crop.detector.min_score``.
             detect_max_side: downscale photos to this longer side for MTCNN; None: the stored ``max_side``.
+            rotate_angles: degrees of MTCNN's rotated retry on photos without a confident face (the service and
+                ``predict`` use ``serve.detect_rotate_angles``; ``()``: off); None: the stored ``rotate_angles``.
+                A model trained before the retry existed then finds tilted faces as a newer one does.
         Raises:
             ValueError: an unknown runtime, or an ``.onnx`` file that is not an exported landmark network.
             facelandmarks.inference.source.ModelSourceError: the URI leads nowhere.
@@ -248,7 +252,7 @@ class FaceLandmarker:
                 digest = sha256_file(path)
             out = cls(model, config, detector=detector, device=dev, batch_size=batch_size, source=os.fspath(uri),
                       checkpoint_sha256=digest)
-        overrides = {k: v for k, v in {"min_score": min_score, "max_side": detect_max_side or None}.items() if v is not None}
+        overrides = detection_overrides(min_score, detect_max_side, rotate_angles)
         if overrides and detector is None:
             out.detector = FaceDetector(out.detector.config.model_copy(update=overrides))
         return out

@@ -174,7 +174,7 @@ class FaceLandmarks:
     bento_model = bentoml.models.BentoModel(BENTO_ARGS.model) if BENTO_ARGS.model else None
 
     def __init__(self) -> None:
-        from facelandmarks.detect.mtcnn import FaceDetector
+        from facelandmarks.detect.mtcnn import FaceDetector, detection_overrides
         from facelandmarks.inference import FaceLandmarker
 
         install_client_error_log()  # again: BentoML configures logging after importing this module
@@ -210,13 +210,13 @@ class FaceLandmarks:
         if self.cfg.runtime == "onnx" and self.landmarker.device == "cpu":
             self.landmarker = self.landmarker.variant("onnx", num_threads=self.cfg.num_threads)
         self.landmarker.source = self.source
-        serving = {"max_side": self.cfg.detect_max_side or None, "min_score": self.cfg.detect_min_score}
-        serving = {k: v for k, v in serving.items() if v is not None}
+        serving = detection_overrides(self.cfg.detect_min_score, self.cfg.detect_max_side, self.cfg.detect_rotate_angles)
         if serving:  # the serving detection settings over the ones stored with the model
             self.landmarker.detector = FaceDetector(self.landmarker.detector.config.model_copy(update=serving))
         det = self.landmarker.detector.config
-        log.info("facelandmarks service: %r (%s), registry %s, MTCNN max_side %d min_score %.2f, %d torch threads",
-                 self.landmarker, self.source, self.registry, det.max_side, det.min_score, self.cfg.num_threads)
+        log.info("facelandmarks service: %r (%s), registry %s, MTCNN max_side %d min_score %.2f rotated retry %s, "
+                 "%d torch threads", self.landmarker, self.source, self.registry, det.max_side, det.min_score,
+                 list(det.rotate_angles), self.cfg.num_threads)
 
     def _photo(self, image: Path) -> Any:
         _check_upload(image, self.cfg)
@@ -334,6 +334,7 @@ class FaceLandmarks:
             "device": lm.device,
             "detector_max_side": lm.detector.config.max_side,
             "detector_min_score": lm.detector.config.min_score,
+            "detector_rotate_angles": list(lm.detector.config.rotate_angles),
             "limits": self.cfg.limits.model_dump(),
             "max_batch_files": self.cfg.max_batch_files,
             "max_request_mb": {p: round(v / 1048576, 2) for p, v in paths.items()},
