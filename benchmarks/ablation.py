@@ -9,8 +9,8 @@ written except the results. Every variant is one MLflow parent run (with its sta
 ``facelandmarks-ablation`` of the project's tracking store, so the variants are compared side by side in the
 MLflow UI (key params and the headline validation NME are on the parent run).
 
-Pretrain variants all train for the same budget (``--epochs``, default 4, on the same augmented 300-W rows;
-the default pipeline trains 12) and are selected and compared on 300-W **validation** NME (inter-ocular, 177
+Pretrain variants all train for the same budget (``--epochs``, default 4, on the same augmented 300-W rows, the
+``+ytf`` row adding YouTube-Faces; the default pipeline trains on both for 16 epochs) and are selected and compared on 300-W **validation** NME (inter-ocular, 177
 faces). Finetune variants start from the project's ``models/pretrain/model.pt`` and are compared on InfAnFace
 validation NME (29 faces) and 300-W validation NME (what finetuning forgets). Test splits are never used here.
 
