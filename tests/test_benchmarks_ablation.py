@@ -23,7 +23,8 @@ def test_a_variant_trains_in_its_own_folder_logs_a_run_and_lands_in_the_table(la
     write_table(pd.DataFrame(augmented), project / "data/processed/augmented.parquet")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    tiny = ["crop.size=64", "model.backbone=mobilenetv3_small_050", "model.pretrained=false", "model.head_channels=16",
+    tiny = ["pretrain.dataset=300w", "pretrain.variants_per_dataset={}",  # this project's faces are 300-W only
+            "crop.size=64", "model.backbone=mobilenetv3_small_050", "model.pretrained=false", "model.head_channels=16",
             "model.flip_test=false", "train.batch_size=8", "train.num_threads=2"]
     monkeypatch.setattr(ablation, "VARIANTS", {"tiny": ("pretrain", tiny, "a tiny network"),
                                                "broken": ("pretrain", [*tiny, "model.backbone=no_such_net"], "fails")})
