@@ -19,6 +19,8 @@ from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.preprocess import to_tensor
 from facelandmarks.model.pretrained import OFFLINE_WEIGHTS
 from facelandmarks.mlflow_runs import PARENT_ENV, pipeline_run
+from facelandmarks.schemes import get_scheme
+from facelandmarks.train.runner import evaluate_nme, load_split
 
 ROOT_PARAMS = "params.yaml"
 
@@ -42,7 +44,8 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
     params["train"].update(batch_size=4, progress=False, num_threads=2, figure_faces=4)
     params["pretrain"].update(epochs=2, dataset=["300w", "youtube_faces68"],
                               variants_per_dataset={"youtube_faces68": 1})
-    params["finetune"].update(epochs=2, freeze_stages=1, mix={"300w": 1.5})
+    params["finetune"].update(epochs=2, freeze_stages=1, mix={"300w": 1.5},
+                              wise_ft={"alphas": [0.5], "max_forgetting": 0.003})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -73,7 +76,24 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
     assert report["selected_on"] == "infanface val"
     assert report["n_test_faces"] == 3 and report["head_reinitialised"] is False and report["frozen_parameters"] > 0
 
+    # WiSE-FT: alphas 0.5 and 1 measured on the same val faces; the kept one follows the rule, is the saved
+    # checkpoint, and its numbers are the reported ones
+    wise = report["wise_ft"]
+    assert set(wise["val_nme"]) == {"0.5", "1.0"} and set(wise["val_nme_300w"]) == {"0.5", "1.0"}
+    limit = report["val_nme_300w_pretrained"] + 0.003
+    eligible = [a for a in ("0.5", "1.0") if wise["val_nme_300w"][a] <= limit]
+    expected = (min(eligible, key=lambda a: (wise["val_nme"][a], -float(a))) if eligible
+                else min(("0.5", "1.0"), key=lambda a: wise["val_nme_300w"][a]))
+    assert wise["alpha"] == float(expected) == report["wise_ft_alpha"]
+    assert report["val_nme_300w_finetuned"] == pytest.approx(wise["val_nme_300w"][expected], rel=1e-6)
+    assert report["val_nme_chosen"] == wise["val_nme"][expected]
+
     model, cfg = load_checkpoint(tmp_path / "models/finetune/model.pt")
+    val = pd.DataFrame(c2)
+    val = val[val["split"] == "val"]
+    faces = load_split(val, "infanface", "val", tmp_path / "crops.parquet", 64, "crop_path", "crop_landmarks")
+    assert float(np.nanmean(evaluate_nme(model, faces, get_scheme("ibug68"), torch.device("cpu")))) == pytest.approx(
+        wise["val_nme"][expected], rel=1e-5)
     assert cfg.crop == params["crop"] and cfg.input_size == 64 and cfg.num_points == 68
     assert (tmp_path / "models/finetune/val_predictions.png").stat().st_size > 0
     assert (tmp_path / "checkpoints/finetune/last.pt").is_file()
@@ -89,6 +109,7 @@ def test_pretrain_then_finetune_write_checkpoints_reports_and_mlflow_runs(
     assert pre_run.data.tags["facelandmarks.stopped_by_time_cap"] == "false"
     assert child.data.metrics["val_nme_300w_finetuned"] == pytest.approx(report["val_nme_300w_finetuned"])
     assert len(client.get_metric_history(child.info.run_id, "val_nme")) == 2
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "wise_ft_val_nme")] == [50, 100]
     assert child.data.params["finetune.freeze_stages"] == "1"
     assert {a.path for a in client.list_artifacts(child.info.run_id)} >= {"checkpoint", "figures"}
 

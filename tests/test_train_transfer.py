@@ -8,7 +8,13 @@ import torch
 from facelandmarks.model.checkpoint import CheckpointError, save_checkpoint
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import build_model
-from facelandmarks.train.transfer import freeze_backbone_stages, load_pretrained, split_parameters
+from facelandmarks.train.transfer import (
+    choose_alpha,
+    freeze_backbone_stages,
+    interpolate_weights,
+    load_pretrained,
+    split_parameters,
+)
 
 CFG = ModelConfig(backbone="mobilenetv3_small_050", input_size=64, head_channels=32)
 
@@ -83,3 +89,44 @@ def test_kept_batchnorm_statistics_do_not_move_while_the_weights_train():
         assert (moved == []) is keep, moved[:3]
         assert any(not torch.equal(a, b) for a, b in zip(weights, model.backbone.parameters()))  # weights trained
         assert not torch.equal(head_before, model.head.state_dict()["lateral.0.1.running_mean"])
+
+
+def test_interpolated_weights_are_exact_at_the_ends_and_the_mean_halfway():
+    torch.manual_seed(0)
+    a, b = build_model(CFG), build_model(CFG)
+    for m in (a, b):  # distinct batch-norm statistics and counters too
+        m.train()
+        m(torch.rand(4, 3, 64, 64) * 4)
+    pre, ft = a.state_dict(), b.state_dict()
+    w0, w1, half = (interpolate_weights(pre, ft, x) for x in (0.0, 1.0, 0.5))
+    for k in ft:
+        if ft[k].is_floating_point():
+            assert torch.equal(w0[k], pre[k]) and torch.equal(w1[k], ft[k]), k
+            torch.testing.assert_close(half[k], (pre[k] + ft[k]) / 2, rtol=0, atol=1e-6)
+        else:  # num_batches_tracked: the finetuned model's counter
+            assert torch.equal(half[k], ft[k]), k
+    model = build_model(CFG)
+    model.load_state_dict(half)  # a loadable state dict of the same architecture
+
+
+def test_interpolation_refuses_other_architectures_and_bad_alphas():
+    pre = {"w": torch.zeros(2, 3)}
+    with pytest.raises(ValueError, match="shape"):
+        interpolate_weights(pre, {"w": torch.zeros(3, 2)}, 0.5)
+    with pytest.raises(ValueError, match="different tensors"):
+        interpolate_weights(pre, {"v": torch.zeros(2, 3)}, 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolate_weights(pre, pre, 1.5)
+
+
+def test_choose_alpha_takes_the_best_target_nme_among_those_within_the_forgetting_limit():
+    target = {0.5: 0.100, 0.8: 0.094, 1.0: 0.092}
+    guard = {0.5: {"300w": 0.0380}, 0.8: {"300w": 0.0395}, 1.0: {"300w": 0.0410}}
+    # limit 0.0374 + 0.003 = 0.0404: alpha 1 forgets too much, 0.8 is the best of the rest
+    assert choose_alpha(target, guard, {"300w": 0.0404}) == 0.8
+    assert choose_alpha(target, guard, {"300w": 0.0500}) == 1.0  # all eligible: the lowest target NME
+    assert choose_alpha(target, guard, {"300w": 0.0300}) == 0.5  # none eligible: the least excess
+    assert choose_alpha(target, guard, {}) == 1.0  # no guarded data set
+    assert choose_alpha({0.5: 0.09, 1.0: 0.09}, {0.5: {}, 1.0: {}}, {}) == 1.0  # a tie: the trained weights
+    with pytest.raises(ValueError):
+        choose_alpha({}, {}, {})

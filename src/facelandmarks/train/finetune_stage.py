@@ -9,7 +9,11 @@ finetuned one on the ``finetune.test_split`` crops of the data set, and writes `
 Against forgetting, ``finetune.mix`` (e.g. ``{300w: 1.0}``) mixes adult training rows into every epoch; model
 selection stays on the finetuning data set's validation split (InfAnFace val), and each mixed data set's
 validation NME is reported for the pretrained and the chosen model (``val_nme_300w_pretrained`` /
-``val_nme_300w_finetuned``). The finetuned model keeps the pretrained model's input normalisation and records its
+``val_nme_300w_finetuned``). With ``finetune.wise_ft.alphas``, the stage then tries weight-space ensembles of
+the trained and the pretrained weights (WiSE-FT, :func:`facelandmarks.train.transfer.interpolate_weights`) on the
+same validation faces and keeps the one :func:`~facelandmarks.train.transfer.choose_alpha` picks: the lowest
+InfAnFace val NME among those that forget at most ``max_forgetting`` on each mixed data set's val split (the
+alpha, and every alpha's numbers, go to the report and MLflow). The finetuned model keeps the pretrained model's input normalisation and records its
 initialisation source (``pretrained_source``).
 """
 
@@ -24,12 +28,13 @@ import numpy as np
 import torch
 
 from facelandmarks.fsutil import write_json
-from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint
+from facelandmarks.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import LandmarkModel, build_model
 from facelandmarks.train.distributed import process_group
 from facelandmarks.train.params import FinetuneParams
 from facelandmarks.train.runner import (
+    best_checkpoint,
     evaluate_nme,
     load_stage_data,
     run_name,
@@ -37,8 +42,10 @@ from facelandmarks.train.runner import (
     setup_stage,
 )
 from facelandmarks.train.transfer import (
+    choose_alpha,
     freeze_backbone_stages,
     frozen_modules_eval,
+    interpolate_weights,
     load_pretrained,
     split_parameters,
 )
@@ -77,19 +84,53 @@ def main() -> dict[str, Any]:
                 return math.nan
             return float(np.nanmean(evaluate_nme(m, data.test, scheme, device)))
 
+        def val_nme(m: torch.nn.Module, faces: Any, device: torch.device) -> float:
+            return float(np.nanmean(evaluate_nme(m, faces, scheme, device)))
+
+        pretrained_val: dict[str, float] = {}
+
         def before_fit(device: torch.device) -> dict[str, float]:
             pretrained, _ = load_checkpoint(init, map_location=device)
             pre = nme_on_test(pretrained, device)
-            pre_val = float(np.nanmean(evaluate_nme(pretrained, data.val, scheme, device)))
-            return {f"{stage.test_split}_nme_pretrained": pre, "val_nme_pretrained": pre_val,
-                    **{f"val_nme_{name}_pretrained": float(np.nanmean(evaluate_nme(pretrained, faces, scheme, device)))
-                       for name, faces in data.extra_val.items()}}
+            pretrained_val.update({name: val_nme(pretrained, faces, device) for name, faces in data.extra_val.items()})
+            return {f"{stage.test_split}_nme_pretrained": pre, "val_nme_pretrained": val_nme(pretrained, data.val, device),
+                    **{f"val_nme_{name}_pretrained": v for name, v in pretrained_val.items()}}
+
+        wise: dict[str, Any] = {}
+
+        def weight_ensemble(m: LandmarkModel, device: torch.device) -> dict[str, float]:
+            """WiSE-FT: load the chosen ensemble into ``m`` and re-save the stage's checkpoint with it."""
+            import mlflow
+
+            pre_state = read_checkpoint(init)["state_dict"]
+            ft_state = {k: v.detach().cpu().clone() for k, v in m.state_dict().items()}
+            target, guard = {}, {}
+            for alpha in sorted({*stage.wise_ft.alphas, 1.0}):
+                m.load_state_dict(interpolate_weights(pre_state, ft_state, alpha))
+                target[alpha] = val_nme(m, data.val, device)
+                guard[alpha] = {name: val_nme(m, faces, device) for name, faces in data.extra_val.items()}
+                mlflow.log_metrics({"wise_ft_val_nme": target[alpha],
+                                    **{f"wise_ft_val_nme_{name}": v for name, v in guard[alpha].items()}},
+                                   step=round(100 * alpha))
+            limits = {name: v + stage.wise_ft.max_forgetting for name, v in pretrained_val.items()}
+            alpha = choose_alpha(target, guard, limits)
+            m.load_state_dict(interpolate_weights(pre_state, ft_state, alpha))
+            best = best_checkpoint("finetune")
+            if alpha != 1.0:
+                meta = read_checkpoint(best)["meta"]
+                save_checkpoint(best, m, {**meta, "val_nme": target[alpha], "wise_ft_alpha": alpha,
+                                          "val_nme_before_wise_ft": target[1.0]})
+            log.info("WiSE-FT: alpha %.2f kept (val NME %.4f; alpha 1: %.4f)", alpha, target[alpha], target[1.0])
+            wise.update({"alpha": alpha, "val_nme": {str(a): v for a, v in target.items()},
+                         **{f"val_nme_{name}": {str(a): g[name] for a, g in guard.items()} for name in limits},
+                         "max_forgetting": stage.wise_ft.max_forgetting})
+            return {"wise_ft_alpha": alpha, "val_nme_chosen": target[alpha]}
 
         def after_fit(m: LandmarkModel, device: torch.device) -> dict[str, float]:
             # m holds the chosen (best on the finetuning data set's val) weights
-            return {f"{stage.test_split}_nme_finetuned": nme_on_test(m, device),
-                    **{f"val_nme_{name}_finetuned": float(np.nanmean(evaluate_nme(m, faces, scheme, device)))
-                       for name, faces in data.extra_val.items()}}
+            chosen = weight_ensemble(m, device) if stage.wise_ft.alphas else {}
+            return {**chosen, f"{stage.test_split}_nme_finetuned": nme_on_test(m, device),
+                    **{f"val_nme_{name}_finetuned": val_nme(m, faces, device) for name, faces in data.extra_val.items()}}
 
         report = run_stage(
             "finetune", params, model, data, scheme, groups, train, stage,
@@ -107,6 +148,7 @@ def main() -> dict[str, Any]:
             "frozen_batchnorm_statistics": stage.freeze_bn,
             "n_test_faces": 0 if data.test is None else len(data.test),
             "test_split": stage.test_split,
+            "wise_ft": wise or None,
         })
         if ctx.is_main:  # the other ranks of a torchrun write nothing
             write_json(REPORT, report)

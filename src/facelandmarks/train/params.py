@@ -11,7 +11,7 @@ from facelandmarks.params import StrictModel
 from facelandmarks.train.dataset import OnlineAugment
 from facelandmarks.train.distributed import DistributedParams
 
-__all__ = ["TrainParams", "PretrainParams", "FinetuneParams"]
+__all__ = ["TrainParams", "PretrainParams", "FinetuneParams", "WiseFtParams"]
 
 
 class TrainParams(StrictModel):
@@ -112,6 +112,31 @@ class PretrainParams(_StageParams):
     dataset: str | list[str] = "300w"
 
 
+class WiseFtParams(StrictModel):
+    """``finetune.wise_ft``: weight-space ensemble of the finetuned and the pretrained model (WiSE-FT, Wortsman et
+    al., CVPR 2022), chosen on validation data.
+
+    Attributes:
+        alphas: weights of the finetuned model tried, each in (0, 1]; the chosen model is
+            ``(1 - alpha) * pretrained + alpha * finetuned``. Empty: off (the finetuned weights as trained).
+            ``1.0`` is always tried.
+        max_forgetting: an alpha is eligible when every mixed data set's (``finetune.mix``) validation NME is at
+            most the pretrained model's plus this (inter-ocular NME as a fraction; 0.003 = 0.3 points); among
+            the eligible, the lowest validation NME on the finetuning data set wins.
+    """
+
+    alphas: list[float] = Field(default_factory=list)
+    max_forgetting: float = Field(0.003, ge=0)
+
+    @field_validator("alphas")
+    @classmethod
+    def _in_range(cls, v: list[float]) -> list[float]:
+        bad = [a for a in v if not 0.0 < a <= 1.0]
+        if bad:
+            raise ValueError(f"WiSE-FT alphas must be in (0, 1]: {bad}")
+        return sorted(set(v))
+
+
 class FinetuneParams(_StageParams):
     """``finetune``: adapt the pretrained model to the second domain.
 
@@ -130,6 +155,8 @@ class FinetuneParams(_StageParams):
             anew each epoch from the seed and the epoch). Model selection stays on ``dataset``'s validation
             split; each mixed data set's validation NME of the pretrained and the chosen model is reported
             (``val_nme_<name>_pretrained`` / ``_finetuned``).
+        wise_ft: after training, keep a weight-space ensemble with the pretrained model when it is better on
+            validation data (:class:`WiseFtParams`; off when ``alphas`` is empty).
         epochs, batch_size, max_minutes, online_augment, variants_per_dataset: as in :class:`PretrainParams`.
     """
 
@@ -141,3 +168,4 @@ class FinetuneParams(_StageParams):
     freeze_bn: bool = False
     reinit_head: Literal["auto", "always", "never"] = "auto"
     test_split: str = "test"
+    wise_ft: WiseFtParams = Field(default_factory=WiseFtParams)

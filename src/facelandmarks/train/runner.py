@@ -56,6 +56,7 @@ __all__ = [
     "evaluate_nme",
     "log_model",
     "run_stage",
+    "best_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -214,6 +215,11 @@ def load_stage_data(dataset: str | list[str], size: int, max_faces: int = 0, tes
     return StageData(train, val, test, val_is_train, {k: len(v) for k, v in parts.items()}, pools, extra_val)
 
 
+def best_checkpoint(stage: str) -> Path:
+    """``models/<stage>/model.pt``: the checkpoint a training stage keeps (its DVC output)."""
+    return Path("models") / stage / "model.pt"
+
+
 def fit_options(train: TrainParams, stage: _StageParams, seed: int) -> FitOptions:
     """Loop options from the ``train`` section and a stage section."""
     return FitOptions(
@@ -317,8 +323,8 @@ def run_stage(
 
     from facelandmarks.mlflow_runs import stage_run
 
-    out_dir = Path("models") / stage
-    best_path = out_dir / "model.pt"
+    best_path = best_checkpoint(stage)
+    out_dir = best_path.parent
     last_path = Path(train_params.state_dir) / stage / "last.pt"
     opts = fit_options(train_params, stage_params, int(params.get("seed", 0)))
     ctx = ddp.context()

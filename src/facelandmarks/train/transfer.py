@@ -1,17 +1,26 @@
-"""Transfer learning: start from a pretrained checkpoint, re-initialise the head, freeze early stages."""
+"""Transfer learning: start from a pretrained checkpoint, re-initialise the head, freeze early stages, and
+ensemble the finetuned weights with the pretrained ones (WiSE-FT)."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+import torch
 from torch import nn
 
 from facelandmarks.model.checkpoint import CheckpointError, read_checkpoint
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import LandmarkModel
 
-__all__ = ["load_pretrained", "freeze_backbone_stages", "frozen_modules_eval", "split_parameters"]
+__all__ = [
+    "load_pretrained",
+    "freeze_backbone_stages",
+    "frozen_modules_eval",
+    "split_parameters",
+    "interpolate_weights",
+    "choose_alpha",
+]
 
 log = logging.getLogger(__name__)
 
@@ -117,3 +126,65 @@ def split_parameters(model: LandmarkModel) -> tuple[list[nn.Parameter], list[nn.
     backbone = [p for p in model.backbone.parameters() if p.requires_grad]
     head = [p for p in model.head.parameters() if p.requires_grad]
     return backbone, head
+
+
+def interpolate_weights(pretrained: dict[str, torch.Tensor], finetuned: dict[str, torch.Tensor],
+                        alpha: float) -> dict[str, torch.Tensor]:
+    """Weight-space ensemble of a finetuned model with its pretrained start (WiSE-FT, Wortsman et al., "Robust
+    fine-tuning of zero-shot models", CVPR 2022): ``(1 - alpha) * pretrained + alpha * finetuned``.
+
+    Floating-point tensors (weights, batch-norm running statistics) are interpolated; integer buffers
+    (``num_batches_tracked``) are taken from ``finetuned``. ``alpha = 1`` gives the finetuned weights exactly,
+    ``alpha = 0`` the pretrained ones.
+
+    Args:
+        pretrained, finetuned: state dicts of the same architecture (same keys and shapes).
+        alpha: weight of the finetuned model, in [0, 1].
+    Returns:
+        a new state dict (CPU tensors of ``finetuned``'s dtypes).
+    Raises:
+        ValueError: alpha outside [0, 1], or the two state dicts differ in keys or shapes (names them).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"WiSE-FT alpha must be in [0, 1], got {alpha}")
+    if pretrained.keys() != finetuned.keys():
+        diff = sorted(set(pretrained) ^ set(finetuned))
+        raise ValueError(f"pretrained and finetuned weights have different tensors: {diff[:5]}")
+    out = {}
+    for k, ft in finetuned.items():
+        pre = pretrained[k]
+        if pre.shape != ft.shape:
+            raise ValueError(f"{k}: pretrained shape {tuple(pre.shape)} != finetuned {tuple(ft.shape)}")
+        ft = ft.detach().cpu()
+        if ft.is_floating_point():
+            out[k] = torch.lerp(pre.detach().cpu().to(ft.dtype), ft, float(alpha))
+        else:
+            out[k] = ft.clone()
+    return out
+
+
+def choose_alpha(target_nme: dict[float, float], guard_nme: dict[float, dict[str, float]],
+                 guard_limit: dict[str, float]) -> float:
+    """The WiSE-FT mixing weight to keep: the lowest validation NME on the finetuning data set among the alphas
+    that keep every guarded data set within its limit; when none does, the alpha that exceeds the limits least.
+
+    Args:
+        target_nme: alpha -> validation NME on the finetuning data set (InfAnFace val), lower is better.
+        guard_nme: alpha -> {data set -> validation NME} of the mixed data sets (300-W val).
+        guard_limit: data set -> the highest NME allowed (the pretrained model's val NME + the allowed
+            forgetting).
+    Returns:
+        one of ``target_nme``'s alphas; ties go to the larger alpha (closer to the trained weights).
+    Raises:
+        ValueError: no alpha given.
+    """
+    if not target_nme:
+        raise ValueError("no WiSE-FT alpha to choose from")
+
+    def excess(a: float) -> float:
+        return max([0.0] + [guard_nme[a][name] - limit for name, limit in guard_limit.items()])
+
+    passing = [a for a in target_nme if excess(a) <= 0.0]
+    if passing:
+        return min(passing, key=lambda a: (target_nme[a], -a))
+    return min(target_nme, key=lambda a: (excess(a), target_nme[a], -a))
