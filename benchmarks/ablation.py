@@ -48,8 +48,12 @@ EXPERIMENT = "facelandmarks-ablation"
 #: The pretrain variants compare against ImageNet MobileNetV2 on 300-W alone (the reference they were run
 #: against; the default pipeline now also pretrains on YouTube-Faces, the ``+ytf`` row).
 _300W_ONLY = ["pretrain.dataset=300w", "pretrain.variants_per_dataset={}"]
-#: The first finetune rows ran from the earlier 300-W-only pretrained model with the then default 1:1 mix.
-_MIX1 = ["finetune.mix={300w: 1.0}"]
+#: The first finetune rows ran from the earlier 300-W-only pretrained model with the then default 1:1 mix,
+#: all finetune rows but the ``-wise`` ones without WiSE-FT (the finetuned weights as trained).
+_NO_WISE = ["finetune.wise_ft.alphas=[]"]
+_MIX1 = ["finetune.mix={300w: 1.0}", *_NO_WISE]
+_MIX2 = ["finetune.mix={300w: 2.0}", *_NO_WISE]
+_WISE = ["finetune.wise_ft.alphas=[0.5, 0.6, 0.7, 0.8, 0.9]", "finetune.wise_ft.max_forgetting=0.003"]
 
 #: name -> (stage, overrides, what it tests). The first pretrain row is the reference. Overrides apply on top
 #: of params.yaml in order; every row pins what it compares, so a rerun measures the same thing.
@@ -66,19 +70,22 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                      "MobileNetV3-small (no offline ImageNet file: random init)"),
     "ft-default": ("finetune", _MIX1, "first default finetune: lr 2e-3 everywhere, 300-W mix 1.0"),
     "ft-backbone-lr": ("finetune", [*_MIX1, "finetune.backbone_lr=4.0e-4"], "backbone lr 4e-4, head 2e-3"),
-    "ft-backbone-lr-mix2": ("finetune", ["finetune.backbone_lr=4.0e-4", "finetune.mix={300w: 2.0}"],
+    "ft-backbone-lr-mix2": ("finetune", [*_MIX2, "finetune.backbone_lr=4.0e-4"],
                             "backbone lr 4e-4, 300-W mix 2.0"),
-    "ft-mix2": ("finetune", ["finetune.mix={300w: 2.0}"], "300-W mix 2.0"),
+    "ft-mix2": ("finetune", _MIX2, "300-W mix 2.0"),
     "ft-bn-frozen": ("finetune", [*_MIX1, "finetune.freeze_bn=true"], "backbone batch-norm statistics kept"),
-    "ft-bn-frozen-mix2": ("finetune", ["finetune.freeze_bn=true", "finetune.mix={300w: 2.0}"],
+    "ft-bn-frozen-mix2": ("finetune", [*_MIX2, "finetune.freeze_bn=true"],
                           "batch-norm statistics kept, 300-W mix 2.0"),
     "ft-freeze2": ("finetune", [*_MIX1, "finetune.freeze_stages=2", "finetune.lr=1.0e-3"],
                    "stem + 2 stages frozen, lr 1e-3"),
     # from the current default pretrained model (300-W + YouTube-Faces, 16 epochs)
-    "ft2-mix2": ("finetune", ["finetune.mix={300w: 2.0}"], "the default finetune: 300-W mix 2.0, lr 2e-3"),
+    "ft2-mix2": ("finetune", _MIX2, "the earlier default finetune: 300-W mix 2.0, lr 2e-3"),
     "ft2-mix1": ("finetune", _MIX1, "300-W mix 1.0"),
-    "ft2-lr1e-3": ("finetune", ["finetune.mix={300w: 2.0}", "finetune.lr=1.0e-3"], "lr 1e-3, 300-W mix 2.0"),
-    "ft2-mix1.5": ("finetune", ["finetune.mix={300w: 1.5}"], "300-W mix 1.5"),
+    "ft2-lr1e-3": ("finetune", [*_MIX2, "finetune.lr=1.0e-3"], "lr 1e-3, 300-W mix 2.0"),
+    "ft2-mix1.5": ("finetune", ["finetune.mix={300w: 1.5}", *_NO_WISE], "300-W mix 1.5"),
+    "ft2-mix1-wise": ("finetune", ["finetune.mix={300w: 1.0}", *_WISE],
+                      "300-W mix 1.0 + WiSE-FT (the default since): alpha chosen on val"),
+    "ft2-mix2-wise": ("finetune", ["finetune.mix={300w: 2.0}", *_WISE], "300-W mix 2.0 + WiSE-FT"),
 }
 
 #: finetune rows that start from the earlier, 300-W-only pretrained model (run before YouTube-Faces pretraining)
@@ -196,9 +203,12 @@ def table(rows: dict[str, dict], epochs: int) -> str:
             continue
         before = next((r.get("val_nme_300w_pretrained") for _, r in group if "error" not in r), None)
         lines += ["", title, "",
-                  f"| variant | what changes | InfAnFace val NME | 300-W val NME (pretrained: {_pct(before)}) | train min |",
-                  "|---|---|---|---|---|"]
-        lines += _rows(group, lambda r: [_pct(r["best_val_nme"]), _pct(r.get("val_nme_300w_finetuned")),
+                  f"| variant | what changes | InfAnFace val NME | 300-W val NME (pretrained: {_pct(before)}) "
+                  "| WiSE-FT alpha | train min |",
+                  "|---|---|---|---|---|---|"]
+        lines += _rows(group, lambda r: [_pct(r.get("val_nme_chosen") or r["best_val_nme"]),
+                                         _pct(r.get("val_nme_300w_finetuned")),
+                                         "" if r.get("wise_ft_alpha") is None else f"{r['wise_ft_alpha']:.1f}",
                                          f"{r['train_seconds'] / 60:.1f}"])
     return "\n".join(lines) + "\n"
 
@@ -227,7 +237,7 @@ def main(
             report = json.loads(report_file.read_text()) if (report_file.exists() and not rerun) else train(work, stage)
             row = {k: report.get(k) for k in ("stage", "best_val_nme", "best_epoch", "epochs_run", "n_params",
                                               "train_seconds", "val_nme_300w_pretrained", "val_nme_300w_finetuned",
-                                              "mlflow_parent_run_id", "pretrained_source", "backbone", "head")}
+                                              "val_nme_chosen", "wise_ft_alpha", "mlflow_parent_run_id", "pretrained_source", "backbone", "head")}
             row["speed"] = speed(work / report["checkpoint"]) if stage == "pretrain" else {}
         except Exception as exc:  # one failed variant is reported, the others still run
             log.exception("%s failed", name)

@@ -52,3 +52,20 @@ def test_a_variant_trains_in_its_own_folder_logs_a_run_and_lands_in_the_table(la
     assert any(x.info.run_id == r["mlflow_parent_run_id"] for x in runs)
     assert any(x.data.tags.get("mlflow.parentRunId") == r["mlflow_parent_run_id"] and x.info.status == "FINISHED"
                for x in stage_runs)
+
+
+def test_finetune_rows_show_the_kept_model_and_its_wise_ft_alpha():
+    from benchmarks.ablation import table
+
+    rows = {
+        "ft2-mix1": {"stage": "finetune", "what": "mix 1", "best_val_nme": 0.0937, "val_nme_300w_pretrained": 0.0374,
+                     "val_nme_300w_finetuned": 0.0406, "train_seconds": 180.0},
+        "ft2-mix1-wise": {"stage": "finetune", "what": "mix 1 + WiSE-FT", "best_val_nme": 0.0937,
+                          "val_nme_chosen": 0.0951, "wise_ft_alpha": 0.7, "val_nme_300w_pretrained": 0.0374,
+                          "val_nme_300w_finetuned": 0.0389, "train_seconds": 181.0},
+    }
+    md = table(rows, 4)
+    assert "| ft2-mix1 | mix 1 | 9.37 % | 4.06 % |  | 3.0 |" in md
+    # the WiSE-FT row reports the kept ensemble's val NME, not the finetuned weights' best epoch
+    assert "| ft2-mix1-wise | mix 1 + WiSE-FT | 9.51 % | 3.89 % | 0.7 | 3.0 |" in md
+    assert "300-W val NME (pretrained: 3.74 %) | WiSE-FT alpha |" in md
