@@ -196,12 +196,24 @@ def test_smoothing_steadies_the_points_and_keeps_the_ids(follower, frames):
     assert moves(smooth) < 0.8 * moves(raw)
     for r in raw:  # without smoothing the output is the network's points
         assert all(np.array_equal(f.landmarks, f.raw) for f in r.faces)
-    gaps = []  # smoothed vs the network's points, in box sides, for faces tracked since the previous frame
+    # smoothed vs the network's points, in box sides, for faces tracked since the previous frame. An exponential
+    # smoother (One Euro is one, with an adaptive alpha) gives gap_t = (1 - alpha) (move_t + gap_t-1) per
+    # coordinate: it may trail a fast move, but never by more than the network's own move plus the last gap.
+    # (A fixed bound on the worst frame fails on a small, drifting track of this stand-in model: 0.106 box sides
+    # on a 21-px face whose raw points moved 0.129 box sides in that frame.)
+    gaps = []
     for prev, r in zip(smooth, smooth[1:]):
-        before = {f.track_id for f in prev.faces}
-        gaps += [np.linalg.norm(f.landmarks - f.raw, axis=-1).mean() / float(f.box[2] - f.box[0])
-                 for f in r.faces if f.track_id in before]
-    assert 0 < np.mean(gaps) and max(gaps) < 0.1
+        earlier = {f.track_id: f for f in prev.faces}
+        for f in r.faces:
+            if f.track_id not in earlier:
+                continue
+            side, p = float(f.box[2] - f.box[0]), earlier[f.track_id]
+            gap = np.linalg.norm(f.landmarks - f.raw, axis=-1).mean() / side
+            move = np.linalg.norm(f.raw - p.raw, axis=-1).mean() / side
+            last_gap = np.linalg.norm(p.landmarks - p.raw, axis=-1).mean() / side
+            assert gap <= move + last_gap + 1e-6, (f.track_id, gap, move, last_gap)
+            gaps.append(gap)
+    assert 0 < np.mean(gaps) < 0.05  # close to the network's points on average (0.026 box sides measured)
     rec = json.loads(json.dumps(frame_record(smooth[3])))
     assert rec["frame"] == 3 and rec["time"] == pytest.approx(0.1) and isinstance(rec["detector"], bool)
     face = rec["faces"][0]
