@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import torch
 import typer
 import yaml
@@ -86,6 +87,10 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "ft2-mix1-wise": ("finetune", ["finetune.mix={300w: 1.0}", *_WISE],
                       "300-W mix 1.0 + WiSE-FT (the default since): alpha chosen on val"),
     "ft2-mix2-wise": ("finetune", ["finetune.mix={300w: 2.0}", *_WISE], "300-W mix 2.0 + WiSE-FT"),
+    "ft2-ytf1-wise": ("finetune", ["finetune.mix={300w: 1.0, youtube_faces68: 1.0}", *_WISE],
+                      "300-W mix 1.0 + YouTube-Faces mix 1.0 + WiSE-FT (guarded on both)"),
+    "ft2-ytf05-wise": ("finetune", ["finetune.mix={300w: 1.0, youtube_faces68: 0.5}", *_WISE],
+                       "300-W mix 1.0 + YouTube-Faces mix 0.5 + WiSE-FT (guarded on both)"),
 }
 
 #: finetune rows that start from the earlier, 300-W-only pretrained model (run before YouTube-Faces pretraining)
@@ -168,6 +173,36 @@ def speed(checkpoint: Path) -> dict:
     return {k: round(v["median_ms"], 2) for k, v in res.items()}
 
 
+def adult_val_nme(checkpoint: Path, work: Path, datasets: tuple[str, ...] = ("youtube_faces68",)) -> dict[str, float]:
+    """Validation NME (inter-ocular, fraction, all faces, the model's flip test) of a finetuned checkpoint on
+    adult data sets a finetune variant may not have mixed in (what finetuning forgets there).
+
+    Args:
+        checkpoint: the variant's ``models/finetune/model.pt``.
+        work: the variant's scratch folder (its ``data/`` link holds the crops table).
+        datasets: data set names of the crops table's ``val`` split.
+    Returns:
+        ``{"val_nme_<name>": NME}`` for each data set with validation crops.
+    """
+    from facelandmarks.data.table import read_table
+    from facelandmarks.model.checkpoint import load_checkpoint
+    from facelandmarks.schemes import get_scheme
+    from facelandmarks.train.dataset import load_faces
+    from facelandmarks.train.runner import CROPS_TABLE, evaluate_nme
+
+    torch.set_num_threads(2)
+    model, config = load_checkpoint(checkpoint)
+    table = read_table(work / CROPS_TABLE)
+    out = {}
+    for name in datasets:
+        rows = table[(table["dataset"] == name) & (table["split"] == "val")]
+        if len(rows):  # crop paths are relative to the project root: the scratch folder's data/ link
+            faces = load_faces(rows, work, "crop_path", "crop_landmarks", size=config.input_size)
+            per_face = evaluate_nme(model, faces, get_scheme(config.scheme), torch.device("cpu"))
+            out[f"val_nme_{name}"] = float(np.nanmean(per_face))
+    return out
+
+
 def _pct(x) -> str:
     return "" if x is None else f"{100 * float(x):.2f} %"
 
@@ -202,12 +237,14 @@ def table(rows: dict[str, dict], epochs: int) -> str:
         if not group:
             continue
         before = next((r.get("val_nme_300w_pretrained") for _, r in group if "error" not in r), None)
+        ytf_before = next((r["val_nme_youtube_faces68_pretrained"] for _, r in group
+                           if r.get("val_nme_youtube_faces68_pretrained") is not None), None)
         lines += ["", title, "",
                   f"| variant | what changes | InfAnFace val NME | 300-W val NME (pretrained: {_pct(before)}) "
-                  "| WiSE-FT alpha | train min |",
-                  "|---|---|---|---|---|---|"]
+                  f"| YouTube-Faces val NME (pretrained: {_pct(ytf_before)}) | WiSE-FT alpha | train min |",
+                  "|---|---|---|---|---|---|---|"]
         lines += _rows(group, lambda r: [_pct(r.get("val_nme_chosen") or r["best_val_nme"]),
-                                         _pct(r.get("val_nme_300w_finetuned")),
+                                         _pct(r.get("val_nme_300w_finetuned")), _pct(r.get("val_nme_youtube_faces68")),
                                          "" if r.get("wise_ft_alpha") is None else f"{r['wise_ft_alpha']:.1f}",
                                          f"{r['train_seconds'] / 60:.1f}"])
     return "\n".join(lines) + "\n"
@@ -237,8 +274,10 @@ def main(
             report = json.loads(report_file.read_text()) if (report_file.exists() and not rerun) else train(work, stage)
             row = {k: report.get(k) for k in ("stage", "best_val_nme", "best_epoch", "epochs_run", "n_params",
                                               "train_seconds", "val_nme_300w_pretrained", "val_nme_300w_finetuned",
-                                              "val_nme_chosen", "wise_ft_alpha", "mlflow_parent_run_id", "pretrained_source", "backbone", "head")}
+                                              "val_nme_chosen", "wise_ft_alpha", "val_nme_youtube_faces68_pretrained", "mlflow_parent_run_id", "pretrained_source", "backbone", "head")}
             row["speed"] = speed(work / report["checkpoint"]) if stage == "pretrain" else {}
+            if stage == "finetune":
+                row.update(adult_val_nme(work / report["checkpoint"], work))
         except Exception as exc:  # one failed variant is reported, the others still run
             log.exception("%s failed", name)
             row = {"stage": stage, "error": f"{type(exc).__name__}: {exc}"}

@@ -10,7 +10,7 @@
   detection, tracking without smoothing and tracking with the One Euro filter; and the **lag** the
   smoothing adds, in frames: the shift that best aligns the smoothed landmarks with a zero-phase
   (centred, so delay-free) moving average of the network's points before smoothing, in the same run;
-  a sweep of One Euro settings applied to the unsmoothed run's points shows the jitter / lag trade-off;
+  a sweep of One Euro settings, one tracking run each, shows the jitter / lag trade-off;
 * **coverage** (street clip, 1920x1080, several walkers): faces per frame with tracking vs MTCNN on every
   frame, and the share of per-frame detections that a track covers (IoU >= 0.3 with a tracked box).
 
@@ -229,34 +229,35 @@ def coverage(tracked: list[np.ndarray], detected: list[np.ndarray], min_iou: flo
             "detected_per_frame": float(np.mean([len(d) for d in detected]))}
 
 
-def smoothing_sweep(raw_tracks: dict[int, np.ndarray], fps: float, baseline: float,
-                    min_cutoffs: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
-                    betas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0), d_cutoff: float = 1.0) -> list[dict]:
-    """Jitter and lag of One Euro settings, applied to the same unsmoothed tracks (smoothing never changes
-    the tracking, so one tracked run serves every setting).
+def smoothing_sweep(landmarker: Any, params: Any, frames: list[tuple[int, float, np.ndarray]], fps: float,
+                    baseline: float, min_cutoffs: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0),
+                    betas: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0)) -> list[dict]:
+    """Jitter and lag of One Euro settings, each from its own tracking run: the tracker predicts the next crop
+    from the smoothed points' move, so smoothing changes the crops and the network's own points too (applying
+    the filters to one unsmoothed run's points would measure another tracker).
 
     Args:
-        raw_tracks: track id -> ``(T, K, 2)`` unsmoothed landmarks.
+        landmarker: the :class:`facelandmarks.inference.landmarker.FaceLandmarker`.
+        params: the video params (:class:`facelandmarks.video.VideoParams`); only the smoothing settings vary.
+        frames: ``(index, time, frame)`` of the clip, ``(H, W, 3) uint8`` RGB.
         fps: frame rate in Hz.
         baseline: jitter of per-frame detection (the ratio's denominator).
     Returns:
-        one ``{"min_cutoff", "beta", "jitter", "ratio", "lag_frames"}`` per setting.
+        one ``{"min_cutoff", "beta", "jitter", "ratio", "lag_frames"}`` per setting; the jitter is that of the
+        largest face's smoothed points (:func:`jitter`), the lag the median over its sequences of
+        :func:`smoothing_lag` against the same run's unsmoothed points.
     """
-    from facelandmarks.video import LandmarkSmoother, SmoothingParams
+    from facelandmarks.video import VideoLandmarker
 
     rows = []
     for mc in min_cutoffs:
         for beta in betas:
-            params = SmoothingParams(min_cutoff=mc, beta=beta, d_cutoff=d_cutoff)
-            smoothed, lags = [], []
-            for seq in raw_tracks.values():
-                side = float(np.ptp(seq[0], axis=0).max()) * 1.2 or 1.0
-                sm = LandmarkSmoother(params, seq.shape[1], fps, side)
-                out = np.stack([sm(p, k / fps) for k, p in enumerate(seq)])
-                smoothed.append(out)
-                lag = smoothing_lag(seq, out)
-                if np.isfinite(lag):
-                    lags.append(lag)
+            smoothing = params.smoothing.model_copy(update={"enabled": True, "min_cutoff": mc, "beta": beta})
+            video = VideoLandmarker(landmarker, params.model_copy(update={"smoothing": smoothing}), fps=fps)
+            results = [video.step(f, t, k) for k, t, f in frames]
+            smoothed = _largest_sequences([r.faces for r in results])
+            raw = _largest_sequences([r.faces for r in results], "raw")
+            lags = [x for x in (smoothing_lag(b, s) for b, s in zip(raw, smoothed)) if np.isfinite(x)]
             j = jitter(smoothed)["mean"]
             rows.append({"min_cutoff": mc, "beta": beta, "jitter": j, "ratio": j / baseline,
                          "lag_frames": float(np.median(lags)) if lags else float("nan")})
@@ -445,8 +446,7 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     }
     j = out["jitter"]
     j["ratio_smoothed_vs_detection"] = j["tracking_smoothed"]["mean"] / j["per_frame_detection"]["mean"]
-    j["sweep"] = smoothing_sweep(dict(enumerate(_largest_sequences([r.faces for r in raw]))), fps_src,
-                                 j["per_frame_detection"]["mean"])
+    j["sweep"] = smoothing_sweep(lm, vp, list(_frames(SPEAKER, opts.max_frames)), fps_src, j["per_frame_detection"]["mean"])
 
     # coverage on the street clip
     street_fps = _fps_of(STREET)
@@ -535,7 +535,7 @@ def markdown(r: dict) -> str:
     ]
     lines = ["| video benchmark | value |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]
     if j.get("sweep"):
-        lines += ["", "One Euro settings on the same tracks (jitter / per-frame detection's, lag in frames):", "",
+        lines += ["", "One Euro settings, one tracking run each (jitter / per-frame detection's, lag in frames):", "",
                   "| min_cutoff (Hz) | beta | jitter ratio | lag |", "|---|---|---|---|"]
         lines += [f"| {x['min_cutoff']} | {x['beta']} | {x['ratio']:.2f} | {x['lag_frames']:.2f} |" for x in j["sweep"]]
     m = r["model"]

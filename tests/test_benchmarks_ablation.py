@@ -54,18 +54,20 @@ def test_a_variant_trains_in_its_own_folder_logs_a_run_and_lands_in_the_table(la
                for x in stage_runs)
 
 
-def test_finetune_rows_show_the_kept_model_and_its_wise_ft_alpha():
+def test_finetune_rows_show_the_kept_model_its_wise_ft_alpha_and_what_youtube_faces_forgets():
     from benchmarks.ablation import table
 
     rows = {
         "ft2-mix1": {"stage": "finetune", "what": "mix 1", "best_val_nme": 0.0937, "val_nme_300w_pretrained": 0.0374,
-                     "val_nme_300w_finetuned": 0.0406, "train_seconds": 180.0},
+                     "val_nme_300w_finetuned": 0.0406, "val_nme_youtube_faces68": 0.0598, "train_seconds": 180.0},
         "ft2-mix1-wise": {"stage": "finetune", "what": "mix 1 + WiSE-FT", "best_val_nme": 0.0937,
                           "val_nme_chosen": 0.0951, "wise_ft_alpha": 0.7, "val_nme_300w_pretrained": 0.0374,
-                          "val_nme_300w_finetuned": 0.0389, "train_seconds": 181.0},
+                          "val_nme_300w_finetuned": 0.0389, "val_nme_youtube_faces68_pretrained": 0.0479,
+                          "train_seconds": 181.0},
     }
     md = table(rows, 4)
-    assert "| ft2-mix1 | mix 1 | 9.37 % | 4.06 % |  | 3.0 |" in md
-    # the WiSE-FT row reports the kept ensemble's val NME, not the finetuned weights' best epoch
-    assert "| ft2-mix1-wise | mix 1 + WiSE-FT | 9.51 % | 3.89 % | 0.7 | 3.0 |" in md
-    assert "300-W val NME (pretrained: 3.74 %) | WiSE-FT alpha |" in md
+    assert "| ft2-mix1 | mix 1 | 9.37 % | 4.06 % | 5.98 % |  | 3.0 |" in md
+    # the WiSE-FT row reports the kept ensemble's val NME, not the finetuned weights' best epoch; no YouTube-Faces
+    # figure was measured for it, so its cell stays empty
+    assert "| ft2-mix1-wise | mix 1 + WiSE-FT | 9.51 % | 3.89 % |  | 0.7 | 3.0 |" in md
+    assert "300-W val NME (pretrained: 3.74 %) | YouTube-Faces val NME (pretrained: 4.79 %) | WiSE-FT alpha |" in md

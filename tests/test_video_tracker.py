@@ -273,3 +273,22 @@ def test_video_detection_thresholds_are_the_trackers_own_and_keep_the_confident_
     assert len(confident)
     index, _ = match_boxes(confident, strict.detector.detect([frames[0]])[0].boxes, 0.5)
     assert (index >= 0).all()
+
+
+def test_the_benchmarks_smoothing_sweep_measures_the_tracker_as_it_runs_with_each_setting(follower, frames):
+    """Each One Euro setting of the sweep is its own tracking run (the crop's motion prediction uses the
+    smoothed points): its jitter is that of the tracker run with that setting, and a lower cutoff trades
+    jitter for lag."""
+    from benchmarks.video import _largest_sequences, jitter, smoothing_sweep
+    from facelandmarks.video import SmoothingParams, VideoLandmarker
+
+    clip = [(k, k / 30.0, f) for k, f in enumerate(frames[:20])]
+    params = _params(5)
+    rows = smoothing_sweep(follower, params, clip, 30.0, 1.0, min_cutoffs=(0.5, 8.0), betas=(0.0,))
+    assert [(r["min_cutoff"], r["beta"]) for r in rows] == [(0.5, 0.0), (8.0, 0.0)]
+    for r in rows:
+        smooth = params.model_copy(update={"smoothing": SmoothingParams(min_cutoff=r["min_cutoff"], beta=0.0)})
+        run = list(VideoLandmarker(follower, smooth).track(frames[:20], fps=30.0))
+        assert r["jitter"] == pytest.approx(jitter(_largest_sequences([x.faces for x in run]))["mean"], rel=1e-6)
+        assert r["ratio"] == r["jitter"]  # baseline 1.0
+    assert rows[0]["jitter"] < rows[1]["jitter"]

@@ -84,8 +84,8 @@ class SmoothingParams(StrictModel):
     """
 
     enabled: bool = True
-    min_cutoff: float = Field(2.0, gt=0.0)
-    beta: float = Field(2.0, ge=0.0)
+    min_cutoff: float = Field(4.0, gt=0.0)
+    beta: float = Field(1.0, ge=0.0)
     d_cutoff: float = Field(1.0, gt=0.0)
 
 
