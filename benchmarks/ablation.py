@@ -91,6 +91,8 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
                       "300-W mix 1.0 + YouTube-Faces mix 1.0 + WiSE-FT (guarded on both)"),
     "ft2-ytf05-wise": ("finetune", ["finetune.mix={300w: 1.0, youtube_faces68: 0.5}", *_WISE],
                        "300-W mix 1.0 + YouTube-Faces mix 0.5 + WiSE-FT (guarded on both)"),
+    "ft2-ytf1-e16-wise": ("finetune", ["finetune.mix={300w: 1.0, youtube_faces68: 1.0}", "finetune.epochs=16", *_WISE],
+                          "300-W mix 1.0 + YouTube-Faces mix 1.0, 16 epochs + WiSE-FT (guarded on both)"),
 }
 
 #: finetune rows that start from the earlier, 300-W-only pretrained model (run before YouTube-Faces pretraining)
