@@ -292,3 +292,19 @@ def test_the_benchmarks_smoothing_sweep_measures_the_tracker_as_it_runs_with_eac
         assert r["jitter"] == pytest.approx(jitter(_largest_sequences([x.faces for x in run]))["mean"], rel=1e-6)
         assert r["ratio"] == r["jitter"]  # baseline 1.0
     assert rows[0]["jitter"] < rows[1]["jitter"]
+
+
+def test_turning_the_output_smoothing_off_changes_the_output_only_not_the_tracking(follower, frames):
+    """The crop's motion estimate always uses the smoothed points: an unsmoothed run returns exactly the
+    network's points of the smoothed run (same crops, same ids, same detector runs)."""
+    from facelandmarks.video import VideoLandmarker
+
+    plain = VideoLandmarker(follower, _params(5))
+    smooth = VideoLandmarker(follower, _params(5, smooth=True))
+    a, b = list(plain.track(frames[:20], fps=30.0)), list(smooth.track(frames[:20], fps=30.0))
+    assert plain.detector_runs == smooth.detector_runs
+    for x, y in zip(a, b):
+        assert [f.track_id for f in x.faces] == [f.track_id for f in y.faces]
+        for f, g in zip(x.faces, y.faces):
+            np.testing.assert_array_equal(f.landmarks, g.raw)
+    assert any(not np.array_equal(g.landmarks, g.raw) for y in b for g in y.faces)  # the smoothed output differs

@@ -77,7 +77,8 @@ class SmoothingParams(StrictModel):
     with little lag.
 
     Attributes:
-        enabled: smooth (false: the tracker's raw landmarks are returned).
+        enabled: return the smoothed landmarks (false: the network's own; the tracker still predicts the next crop
+            from the smoothed move, so the tracking is the same either way).
         min_cutoff: cutoff frequency in Hz at zero speed (lower: less jitter, more lag when slow).
         beta: cutoff increase per unit of speed (face sizes per second); higher: less lag when moving.
         d_cutoff: cutoff frequency in Hz of the speed estimate.

@@ -24,7 +24,9 @@
    for the next frame, on which MTCNN runs again; tracks whose box centre left the frame, whose box
    became smaller than ``min_side`` or that duplicate an older track (``duplicate_iou``) end;
 4. each track's landmarks are smoothed over time with the One Euro filter
-   (:class:`facelandmarks.video.smoothing.LandmarkSmoother`), when enabled.
+   (:class:`facelandmarks.video.smoothing.LandmarkSmoother`); the smoothed points are returned when
+   smoothing is enabled, and always give the move that step 1 predicts the next crop with, so turning the
+   output smoothing off changes the output only, not the tracking.
 
 Same frames in, same output: nothing depends on wall-clock time (timestamps come from frame indices
 or the container).
@@ -129,7 +131,7 @@ class _Track:
     track_id: int
     box: np.ndarray  # crop box for the next frame (last raw landmarks' box + predicted move), (4,) float64
     score: float
-    smoother: LandmarkSmoother | None
+    smoother: LandmarkSmoother  # also with smoothing off: the crop's motion estimate uses it
     misses: int = 0
     unsure: bool = False  # its last landmarks disagreed with their crop box: the box is the detection's
     age: int = 0
@@ -243,9 +245,7 @@ class VideoLandmarker:
         return np.isfinite(ratio) & (ratio <= limit) & (ratio >= 1.0 / limit) & (shift <= self.tracker.max_shift)
 
     def _new_track(self, box: np.ndarray, score: float) -> _Track:
-        smoother = None
-        if self.smoothing.enabled:
-            smoother = LandmarkSmoother(self.smoothing, self.landmarker.scheme.num_points, self.fps, float(_side(box)[0]))
+        smoother = LandmarkSmoother(self.smoothing, self.landmarker.scheme.num_points, self.fps, float(_side(box)[0]))
         t = _Track(track_id=self._next_id, box=np.asarray(box, np.float64), score=float(score), smoother=smoother)
         self._next_id += 1
         return t
@@ -357,10 +357,13 @@ class VideoLandmarker:
         for i, t in enumerate(tracks):
             if not alive[i]:
                 continue
-            out = t.smoother(raw[i], time) if t.smoother is not None else raw[i]
+            # the crop's motion estimate always uses the smoothed points (no noise fed back into the crop), so
+            # the tracking, and the network's points, are the same whether or not the output is smoothed
+            smoothed = t.smoother(raw[i], time)
+            out = smoothed if self.smoothing.enabled else raw[i]
             t.landmarks = out
             box = boxes[i] if t.unsure else self._box_of(out)
-            centre = _centre(box)[0]  # the velocity of the smoothed points: no noise fed back into the crop
+            centre = _centre(box if t.unsure or self.smoothing.enabled else self._box_of(smoothed))[0]
             move = centre - t.centre if t.centre is not None and not t.unsure else np.zeros(2)
             # the next frame's crop: the network's own points (smoothed ones lag a moving face), moved on
             t.box = boxes[i] + np.tile(cfg.motion * move, 2)
