@@ -308,3 +308,24 @@ def test_turning_the_output_smoothing_off_changes_the_output_only_not_the_tracki
         for f, g in zip(x.faces, y.faces):
             np.testing.assert_array_equal(f.landmarks, g.raw)
     assert any(not np.array_equal(g.landmarks, g.raw) for y in b for g in y.faces)  # the smoothed output differs
+
+
+def test_video_detection_pyramid_is_the_trackers_own_and_keeps_the_confident_faces(landmarker, frames):
+    """``video.detect_factor`` gives the tracker's MTCNN a coarser image pyramid (fewer scales, a cheaper run);
+    the photo predictor keeps the model's; on a real frame it still finds the faces the model's detector
+    scores >= 0.9."""
+    from facelandmarks.detect.matching import match_boxes
+    from facelandmarks.video import VideoLandmarker, VideoParams
+
+    model_factor = landmarker.detector.config.factor
+    assert model_factor != 0.55
+    coarse = VideoLandmarker(landmarker, VideoParams(detect_thresholds=(0.6, 0.7, 0.7), detect_factor=0.55))
+    assert coarse.detector.config.factor == 0.55 and coarse.detector.config.thresholds == (0.6, 0.7, 0.7)
+    assert landmarker.detector.config.factor == model_factor  # the shared predictor is untouched
+    model_dets = landmarker.detector.detect([frames[0]])[0]
+    confident = model_dets.boxes[model_dets.scores >= 0.9]
+    assert len(confident)
+    index, _ = match_boxes(confident, coarse.detector.detect([frames[0]])[0].boxes, 0.5)
+    assert (index >= 0).all()
+    with pytest.raises(ValueError, match="detect_factor"):
+        VideoParams(detect_factor=1.5)

@@ -110,6 +110,12 @@ class VideoParams(StrictModel):
             photos but send ~500 candidate boxes per 640x360 frame through the R-net; facenet-pytorch's
             0.6/0.7/0.7 makes MTCNN ~1.6x faster there, and a face one detector run misses is found by the
             next one a few frames later.
+        detect_factor: MTCNN's image pyramid step in video mode (None: the model's ``crop.detector.factor``,
+            0.709). A coarser pyramid (0.55) costs 35 % less per detector run (70 -> 46 ms on a 640x360 frame,
+            one thread) and misses a few more faces per run, which a shorter ``tracker.detect_every`` (4) makes
+            up for on the street clip (coverage 96.6 % either way); on the speaker clip that pair measured
+            50.8 instead of 39.5 frames/s but 0.85x instead of 0.67x of per-frame detection's jitter
+            (benchmarks/video.py), so it is off by default.
     """
 
     tracker: TrackerParams = Field(default_factory=TrackerParams)
@@ -119,6 +125,7 @@ class VideoParams(StrictModel):
     onnx_threads: int = Field(0, ge=0)
     rotated_retry: bool = False
     detect_thresholds: tuple[float, float, float] | None = None
+    detect_factor: float | None = Field(None, gt=0.0, lt=1.0)
 
 
 def load_video_params(path: str | os.PathLike | None = None) -> VideoParams:

@@ -163,7 +163,7 @@ class VideoLandmarker:
         fps: frame rate in Hz assumed for smoothing when frames come without timestamps.
     Attributes:
         detector: the MTCNN detector (the landmarker's, without its rotated retry unless ``params.rotated_retry``,
-            with ``params.detect_thresholds`` when set).
+            with ``params.detect_thresholds`` and ``params.detect_factor`` when set).
         detector_runs: frames on which MTCNN ran since the last :meth:`reset`.
         frames: frames processed since the last :meth:`reset`.
     """
@@ -182,6 +182,8 @@ class VideoLandmarker:
             update["rotate_angles"] = ()
         if params.detect_thresholds is not None and tuple(params.detect_thresholds) != tuple(landmarker.detector.config.thresholds):
             update["thresholds"] = tuple(params.detect_thresholds)
+        if params.detect_factor is not None and params.detect_factor != landmarker.detector.config.factor:
+            update["factor"] = float(params.detect_factor)
         if update:
             self.detector = FaceDetector(landmarker.detector.config.model_copy(update=update))
         self.tracker: TrackerParams = params.tracker
