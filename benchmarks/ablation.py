@@ -184,7 +184,11 @@ def adult_val_nme(checkpoint: Path, work: Path, datasets: tuple[str, ...] = ("yo
         work: the variant's scratch folder (its ``data/`` link holds the crops table).
         datasets: data set names of the crops table's ``val`` split.
     Returns:
-        ``{"val_nme_<name>": NME}`` for each data set with validation crops.
+        ``{"val_nme_<name>": NME}`` for each data set with validation crops (mean over all its faces,
+        visible points only; inter-ocular = outer eye corners, 300-W's normaliser).
+    Raises:
+        facelandmarks.model.checkpoint.CheckpointError: the checkpoint is missing or unreadable.
+        ValueError: none of a data set's validation crops could be read.
     """
     from facelandmarks.data.table import read_table
     from facelandmarks.model.checkpoint import load_checkpoint

@@ -254,14 +254,19 @@ def smoothing_sweep(landmarker: Any, params: Any, frames: list[tuple[int, float,
         for beta in betas:
             smoothing = params.smoothing.model_copy(update={"enabled": True, "min_cutoff": mc, "beta": beta})
             video = VideoLandmarker(landmarker, params.model_copy(update={"smoothing": smoothing}), fps=fps)
-            results = [video.step(f, t, k) for k, t, f in frames]
-            smoothed = _largest_sequences([r.faces for r in results])
-            raw = _largest_sequences([r.faces for r in results], "raw")
-            lags = [x for x in (smoothing_lag(b, s) for b, s in zip(raw, smoothed)) if np.isfinite(x)]
+            smoothed, lag = _smoothed_and_lag([video.step(f, t, k) for k, t, f in frames])
             j = jitter(smoothed)["mean"]
-            rows.append({"min_cutoff": mc, "beta": beta, "jitter": j, "ratio": j / baseline,
-                         "lag_frames": float(np.median(lags)) if lags else float("nan")})
+            rows.append({"min_cutoff": mc, "beta": beta, "jitter": j, "ratio": j / baseline, "lag_frames": lag})
     return rows
+
+
+def _smoothed_and_lag(results: list[Any]) -> tuple[list[np.ndarray], float]:
+    """The largest face's smoothed ``(T, K, 2)`` sequences of a tracking run, and the median over them of
+    :func:`smoothing_lag` against the same run's unsmoothed points (frames; NaN when no sequence is long enough)."""
+    smoothed = _largest_sequences([r.faces for r in results])
+    raw = _largest_sequences([r.faces for r in results], "raw")
+    lags = [x for x in (smoothing_lag(b, s) for b, s in zip(raw, smoothed)) if np.isfinite(x)]
+    return smoothed, float(np.median(lags)) if lags else float("nan")
 
 
 def _frames(path: Path, max_frames: int = 0):
@@ -417,11 +422,8 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
         speed["dlib_fps"], _ = _timed(SPEAKER, lambda k, t, f: dlib(f), opts.max_frames, min(opts.warmup, 3))
     out["speed"] = speed
 
-    smooth_seqs = _largest_sequences([r.faces for r in tracked])
     # the lag: the smoothed points against the network's own points of the SAME run (before smoothing)
-    before = _largest_sequences([r.faces for r in tracked], "raw")
-    lags = [smoothing_lag(b, s) for b, s in zip(before, smooth_seqs)]
-    lags = [x for x in lags if np.isfinite(x)]
+    smooth_seqs, lag = _smoothed_and_lag(tracked)
     ids = _track_sequences(tracked)
     per_frame_seqs = _largest_sequences(per_frame)
     out["jitter"] = {
@@ -433,7 +435,7 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
         "motion_floor": jitter([_centred_average(q) for q in per_frame_seqs if len(q) >= 5]),
         "tracking_raw": jitter(_largest_sequences([r.faces for r in raw])),
         "tracking_smoothed": jitter(smooth_seqs),
-        "lag_frames": float(np.median(lags)) if lags else float("nan"),
+        "lag_frames": lag,
         "longest_track_frames": max((len(v) for v in ids.values()), default=0),
         "tracks": len(ids),
     }

@@ -277,8 +277,8 @@ def test_video_detection_thresholds_are_the_trackers_own_and_keep_the_confident_
 
 def test_the_benchmarks_smoothing_sweep_measures_the_tracker_as_it_runs_with_each_setting(follower, frames):
     """Each One Euro setting of the sweep is its own tracking run (the crop's motion prediction uses the
-    smoothed points): its jitter is that of the tracker run with that setting, and a lower cutoff trades
-    jitter for lag."""
+    smoothed points): its jitter is that of the tracker run with that setting, and a lower cutoff gives
+    steadier points."""
     from benchmarks.video import _largest_sequences, jitter, smoothing_sweep
     from facelandmarks.video import SmoothingParams, VideoLandmarker
 
