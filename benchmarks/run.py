@@ -73,6 +73,7 @@ def main(
     skip_speed: Annotated[bool, typer.Option("--skip-speed")] = False,
     skip_serving: Annotated[bool, typer.Option("--skip-serving")] = False,
     skip_detect_size: Annotated[bool, typer.Option("--skip-detect-size")] = False,
+    skip_quantization: Annotated[bool, typer.Option("--skip-quantization")] = False,
     skip_training: Annotated[bool, typer.Option("--skip-training")] = False,
     repro: Annotated[bool, typer.Option("--repro", help="also time a full `facelandmarks repro --force` (retrains everything)")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="small trial run into benchmarks/out/, README untouched")] = False,
@@ -120,7 +121,7 @@ def main(
         repro_timing = {**time_repro(), "measured_at": new["generated"]}
         timings["repro"] = repro_timing["wall_s"]
 
-    need_model = not (skip_accuracy and skip_speed and skip_serving and skip_detect_size)
+    need_model = not (skip_accuracy and skip_speed and skip_serving and skip_detect_size and skip_quantization)
     with resolve_model(model, params) if need_model else contextlib.nullcontext((None, None)) as (path, source):
         if path is not None:
             blob = read_checkpoint(path)
@@ -144,6 +145,13 @@ def main(
                                 runs=5 if quick else 40, dlib_runs=20 if quick else 200)
             new["speed"] = {**run_speed(path, devices, opts), "measured_at": new["generated"]}
             timings["speed"] = new["speed"]["seconds"]
+        if not skip_quantization:
+            from benchmarks.quantization import QuantizationOptions, run_quantization
+
+            opts = QuantizationOptions(threads=threads, max_faces=10 if quick else 0, rounds=1 if quick else 3,
+                                       runs=5 if quick else 20, calibration_faces=24 if quick else 240)
+            new["quantization"] = {**run_quantization(path, opts), "measured_at": new["generated"]}
+            timings["quantization"] = new["quantization"]["seconds"]
         if not skip_serving:
             from benchmarks.serving_load import ServingOptions, run_serving
 
@@ -170,7 +178,7 @@ def main(
         new["training"] = {"throughput": training_throughput(), "measured_at": new["generated"]}
         if repro_timing:
             new["training"]["repro"] = repro_timing
-    for section in ("accuracy", "speed", "serving", "detect_size"):
+    for section in ("accuracy", "speed", "quantization", "serving", "detect_size"):
         if section in new:
             new[section]["model_sha256"] = (new.get("model") or {}).get("sha256")
     if not devices[1:]:

@@ -88,3 +88,87 @@ def test_variants_switch_runtime_and_flip_test_with_the_same_weights(tiny_checkp
     assert lm.model.config.flip_test == lm.config.flip_test  # building a graph leaves the torch model as it was
     with pytest.raises(ValueError, match="cannot change"):
         no_flip_onnx.variant("torch")
+
+
+def test_folding_the_input_normalisation_keeps_the_first_layer_away_from_the_border(tiny_checkpoint, small_crops):
+    """Known answer: the folded first convolution on raw pixels equals the original on normalised pixels
+    everywhere its 3x3 window stays inside the crop; only the padded border ring may differ."""
+    import torch
+
+    from facelandmarks.inference.onnx_runtime import fold_input_normalisation
+    from facelandmarks.io.images import read_image
+    from facelandmarks.model.checkpoint import load_checkpoint
+    from facelandmarks.model.preprocess import to_tensor
+
+    model, _ = load_checkpoint(tiny_checkpoint)
+    folded = fold_input_normalisation(model)
+    assert not hasattr(model, "input_normalisation_folded")  # the original is left as it was
+    crops_table, _, _ = small_crops
+    crops = np.stack([read_image(p) for p in crops_table["crop_path"][:4]])
+    raw = torch.from_numpy(crops).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        x = to_tensor(crops)
+        if model.renormalise:
+            x = x * model.input_scale + model.input_shift
+        a = model.backbone.conv_stem(x)
+        b = folded.backbone.conv_stem(raw)
+    assert a.shape == b.shape
+    inner = (slice(None), slice(None), slice(1, -1), slice(1, -1))
+    assert torch.allclose(a[inner], b[inner], atol=1e-3 * float(a.abs().max()))
+    assert (a[:, :, 0] - b[:, :, 0]).abs().max() > 1e-2  # the border ring reads black padding instead of the mean
+    # and the whole folded network stays close to the original on real crops
+    with torch.no_grad():
+        p = model.forward_train(to_tensor(crops))["coords"]
+        q = folded.forward_train(raw)["coords"]
+    assert (p - q).abs().max() < 1.0
+
+
+@pytest.mark.slow
+def test_int8_export_is_quantised_calibrated_and_close_to_float_on_real_crops(tiny_checkpoint, small_crops, tmp_path):
+    import onnx
+    from typer.testing import CliRunner
+
+    from facelandmarks.cli import app
+    from facelandmarks.data.table import write_table
+    from facelandmarks.inference.quantize import calibration_crops, quantize_onnx
+    from facelandmarks.io.images import read_image
+
+    crops_table, _, _ = small_crops
+    table_path = tmp_path / "crops.parquet"
+    write_table(crops_table.assign(split="train"), table_path)
+    torch_lm = FaceLandmarker.load(tiny_checkpoint, device="cpu")
+    size = torch_lm.config.input_size
+    calib = calibration_crops(table_path, size, faces=12)
+    assert calib.shape == (12, size, size, 3) and calib.dtype == np.uint8
+    assert np.array_equal(calib, calibration_crops(table_path, size, faces=12))  # same table, same sample
+    path = quantize_onnx(tiny_checkpoint, tmp_path / "model.int8.onnx", calib)
+
+    graph = onnx.load(str(path))
+    made_by = {o: n.op_type for n in graph.graph.node for o in n.output}
+    convs = {n.name: n for n in graph.graph.node if n.op_type == "Conv"}
+    backbone = [n for name, n in convs.items() if name.startswith("/backbone/")]
+    # every backbone convolution reads int8 weights and uint8 activations (QDQ: both through DequantizeLinear)
+    assert backbone and all(made_by.get(n.input[0]) == made_by.get(n.input[1]) == "DequantizeLinear" for n in backbone)
+    head_out = convs["/head/out/Conv"]  # the heatmap output layer and the decoder stay float32
+    assert made_by.get(head_out.input[0]) != "DequantizeLinear" and head_out.input[1] not in made_by
+
+    int8 = FaceLandmarker.load(path, runtime="onnx", num_threads=1)
+    assert int8.config == torch_lm.config and int8.checkpoint_sha256 == torch_lm.checkpoint_sha256
+    assert int8.model.quantization["calibration_crops"] == 12
+    assert int8.model.describe()["quantization"]["weights"] == "int8 per channel"
+    crops = np.stack([read_image(p) for p in crops_table["crop_path"]])
+    a, b = torch_lm.predict_crops(crops), int8.predict_crops(crops)
+    assert b.shape == a.shape
+    err = np.abs(a - b)
+    assert 0 < err.mean() < 0.5 and err.max() < 2.0  # rounded (not the float file), but not another answer
+
+    out = tmp_path / "cli.int8.onnx"
+    ok = CliRunner().invoke(app, ["export", str(out), "--model", str(tiny_checkpoint), "--quantize", "int8",
+                                  "--calibration", str(table_path), "--calibration-faces", "8"])
+    assert ok.exit_code == 0, ok.output
+    assert "int8" in ok.output and OnnxLandmarkNetwork(out).quantization["calibration_crops"] == 8
+    missing = CliRunner().invoke(app, ["export", str(tmp_path / "y.onnx"), "--model", str(tiny_checkpoint),
+                                       "--quantize", "int8", "--calibration", str(tmp_path / "no_table.parquet")])
+    assert missing.exit_code == 2 and "no_table.parquet" in missing.output and not (tmp_path / "y.onnx").exists()
+    bad = CliRunner().invoke(app, ["export", str(tmp_path / "z.onnx"), "--model", str(tiny_checkpoint), "--quantize", "int4"])
+    assert bad.exit_code == 2 and "int4" in bad.output

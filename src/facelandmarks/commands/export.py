@@ -18,26 +18,41 @@ def export(
     opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
     flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test",
                                                    help="the mirrored second pass in the graph (default: as trained)")] = None,
+    quantize: Annotated[str, typer.Option(help="none (float32) or int8 (backbone quantised, calibrated on "
+                                               "training crops: about 1.7x faster on the CPU)")] = "none",
+    calibration: Annotated[Path, typer.Option(help="crops table whose train split calibrates int8 "
+                                                   "(the crop stage's output)")] = Path("data/interim/crops.parquet"),
+    calibration_faces: Annotated[int, typer.Option(min=1, help="calibration crops for int8")] = 240,
 ) -> None:
     """Export the landmark network (dynamic batch) with its crop settings in the file's metadata.
 
     Run it with ``FaceLandmarker.load("model.onnx", runtime="onnx")`` or any ONNX runtime: input ``crops``
-    ``(B, S, S, 3) float32`` RGB 0-255, output ``landmarks`` ``(B, 68, 2)`` in crop pixels. Exits with 2 when
-    the model cannot be found or read.
+    ``(B, S, S, 3) float32`` RGB 0-255, output ``landmarks`` ``(B, 68, 2)`` in crop pixels. ``--quantize int8``
+    writes the int8 network of :mod:`facelandmarks.inference.quantize` (same input and output). Exits with 2
+    when the model or the calibration crops cannot be found or read.
     """
     from facelandmarks.inference.onnx_runtime import export_onnx
+    from facelandmarks.inference.quantize import calibration_crops, quantize_onnx
     from facelandmarks.inference.source import ModelSourceError, local_checkpoint
-    from facelandmarks.model.checkpoint import CheckpointError
+    from facelandmarks.model.checkpoint import CheckpointError, read_checkpoint
     from facelandmarks.serving.config import load_serve_params
 
     if format != "onnx":
         raise typer.BadParameter(f"unknown format {format!r}; supported: onnx")
+    if quantize not in ("none", "int8"):
+        raise typer.BadParameter(f"unknown quantisation {quantize!r}; supported: none, int8")
     cfg = load_serve_params()
     uri = model or cfg.model_uri
     try:
         with local_checkpoint(uri, cfg.tracking_uri) as path:
-            written = export_onnx(path, out, opset=opset, flip_test=flip_test)
-    except (ModelSourceError, CheckpointError) as e:
+            if quantize == "int8":
+                size = int(read_checkpoint(path)["config"]["input_size"])
+                crops = calibration_crops(calibration, size, calibration_faces)
+                written = quantize_onnx(path, out, crops, opset=opset, flip_test=flip_test)
+            else:
+                written = export_onnx(path, out, opset=opset, flip_test=flip_test)
+    except (ModelSourceError, CheckpointError, FileNotFoundError, ValueError) as e:
         typer.echo(f"export: {e}", err=True)
         raise typer.Exit(2) from e
-    typer.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB) from {uri}")
+    typer.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB, {quantize if quantize != 'none' else 'float32'}) "
+               f"from {uri}")
