@@ -111,7 +111,7 @@ def run_quantization(model_path: Path, options: QuantizationOptions | None = Non
         ``{"accuracy": {"float" | "int8": {dataset: {split: {"faces", "nme", "fr_08"}}}},
         plus "agreement": {dataset: {split: mean NME of the int8 points against the float ones}}},
         "speed": {"onnx_float" | "onnx_int8": {"batch_<B>": {"median_ms", "round_medians_ms", "batch"}}},
-        "quantization": the file's settings, "file_mb", "threads", "flip_test", "seconds"}``.
+        "quantization": the file's settings, "file_mb", "demo_faces", "rounds", "threads", "flip_test", "seconds"}``.
     Raises:
         FileNotFoundError: a table or the checkpoint is missing.
     """
@@ -148,7 +148,7 @@ def run_quantization(model_path: Path, options: QuantizationOptions | None = Non
                                         "round_medians_ms": [round(r["median_ms"], 3) for r in rs],
                                         "batch": rs[0]["batch"]}
                                   for key, rs in per.items()} for name, per in times.items()}
-    result.update({"quantization": quant, "file_mb": file_mb, "demo_faces": int(len(demo)), "threads": opts.threads,
+    result.update({"quantization": quant, "file_mb": file_mb, "demo_faces": int(len(demo)), "rounds": opts.rounds, "threads": opts.threads,
                    "flip_test": bool(ref.config.flip_test), "seconds": time.perf_counter() - t0})
     return result
 
@@ -178,8 +178,7 @@ def markdown(q: dict) -> str:
     parts.append("Crops protocol (box from the annotation), flip test, every face of each split; \"int8 vs float "
                  "points\": the int8 points' mean distance from the float points, in inter-ocular distances. "
                  f"Speed: {q.get('demo_faces')} real crops of the demo photos, median of "
-                 f"{len(next(iter(((q.get('speed') or {}).get('onnx_int8') or {}).values()), {}).get('round_medians_ms', []))} "
-                 f"alternating rounds. File: {q.get('file_mb', 0):.1f} MB; settings: "
+                 f"{q.get('rounds')} alternating rounds. File: {q.get('file_mb', 0):.1f} MB; settings: "
                  f"`{json.dumps(q.get('quantization'), sort_keys=True)}`.")
     return "\n\n".join(parts)
 

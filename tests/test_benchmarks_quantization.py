@@ -41,10 +41,11 @@ def test_report_shows_int8_figures_and_counts_them_for_the_speed_target():
                       "agreement": {"300w": {"test": 0.0034}}},
          "speed": {"onnx_float": {"batch_32": {"median_ms": 4.4, "round_medians_ms": [4.4], "batch": 32}},
                    "onnx_int8": {"batch_32": {"median_ms": 1.9, "round_medians_ms": [1.9], "batch": 32}}},
-         "threads": 2, "flip_test": True, "file_mb": 2.3, "demo_faces": 36, "quantization": {"weights": "int8"}}
+         "threads": 2, "flip_test": True, "file_mb": 2.3, "demo_faces": 36, "rounds": 3, "quantization": {"weights": "int8"}}
     md = markdown(q)
     assert "| 300-W (AFW + HELEN) | test | 173 | 3.98% | 4.00% | 1.16% | 1.16% | 0.34% |" in md
     assert "| batch 32 | 4.40 ms | 1.90 ms | 2.32x |" in md
+    assert "36 real crops of the demo photos, median of 3 alternating rounds" in md
     rows = {t["target"].split(" per face at batch ")[1].split(" ")[0]: t for t in evaluate_targets({"quantization": q})
             if "ms per face" in t["target"]}
     assert rows["32"]["met"] is True and "ONNX Runtime int8, its 300-W test NME 4.00%" in rows["32"]["measured"]
