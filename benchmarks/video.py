@@ -548,7 +548,12 @@ def markdown(r: dict) -> str:
                  f"{r['threads']}; MTCNN score floor {r.get('detector', {}).get('min_score', 'n/a')}, photos "
                  f"downscaled to {r.get('detector', {}).get('max_side', 'n/a')} px; MTCNN stage thresholds in video "
                  f"{r['params'].get('detect_thresholds') or 'of the model'} (per frame: the model's); MTCNN every "
-                 f"{r['params']['tracker']['detect_every']} frames at most; crop motion prediction "
+                 f"{r['params']['tracker']['detect_every']} frames at most"
+                 + (f", backing off to every {r['params']['tracker']['detect_every_max']} while its runs only confirm the tracks"
+                    if r['params']['tracker'].get('detect_every_max') else "")
+                 + (f"; O-net check of each track's box between runs (score >= {r['params']['tracker']['min_face_score']})"
+                    if r['params']['tracker'].get('min_face_score') else "")
+                 + "; crop motion prediction "
                  f"{r['params']['tracker'].get('motion', 0.0)}; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
                  f"{r['params']['smoothing']['beta']}.")
     meta = m.get("meta") or {}

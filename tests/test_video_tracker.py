@@ -329,3 +329,59 @@ def test_video_detection_pyramid_is_the_trackers_own_and_keeps_the_confident_fac
     assert (index >= 0).all()
     with pytest.raises(ValueError, match="detect_factor"):
         VideoParams(detect_factor=1.5)
+
+
+def _canvas(*faces: tuple[np.ndarray, int, int]) -> np.ndarray:
+    """A 640x360 grey frame with photos pasted at (x, y)."""
+    canvas = np.full((360, 640, 3), 90, np.uint8)
+    for img, x, y in faces:
+        canvas[y : y + img.shape[0], x : x + img.shape[1]] = img
+    return canvas
+
+
+def test_the_detector_backs_off_while_its_runs_only_confirm_the_tracks(follower):
+    """Back-off (``detect_every_max``): on a still scene MTCNN runs at frames 0, 5, 15, 30 (the interval grows by
+    ``detect_every`` up to 15); a face entering at frame 32 is found at the next run (45), which resets the
+    interval to 5 (50), and it grows again."""
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import resize_max_side
+    from facelandmarks.video import VideoLandmarker
+
+    a = resize_max_side(read_image(DEMO / "face_recognition__obama.jpg"), 150)
+    b = resize_max_side(read_image(DEMO / "face_recognition__biden.jpg"), 150)
+    seq = [_canvas((a, 60, 100)) if k < 32 else _canvas((a, 60, 100), (b, 400, 100)) for k in range(62)]
+    video = VideoLandmarker(follower, _params(5, detect_every_max=15))
+    results = list(video.track(seq, fps=30.0))
+    assert [r.index for r in results if r.detector] == [0, 5, 15, 30, 45, 50, 60]
+    assert [len(r.faces) for r in results] == [1] * 45 + [2] * 17
+    assert len({f.track_id for r in results for f in r.faces}) == 2
+    # without the back-off: every 5 frames, the same faces
+    fixed = list(VideoLandmarker(follower, _params(5)).track(seq, fps=30.0))
+    assert [r.index for r in fixed if r.detector] == list(range(0, 62, 5))
+    assert [len(r.faces) for r in fixed] == [1] * 35 + [2] * 27
+
+
+def test_a_face_that_is_covered_ends_its_track_at_once_with_the_onet_check(follower):
+    """A face covered by a textured patch at frame 10, detector every 50 frames: MTCNN's O-net scores the track's
+    box below ``min_face_score`` on that frame, so the detector runs there, misses the face and the track ends
+    (``max_misses`` 1: one confirming run on the next frame). While the face shows, each frame's score is the
+    O-net's on that frame's box."""
+    import cv2
+
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import resize_max_side
+    from facelandmarks.video import VideoLandmarker
+
+    a = resize_max_side(read_image(DEMO / "face_recognition__obama.jpg"), 150)
+    noise = np.random.default_rng(0).integers(0, 256, a.shape, dtype=np.uint8)
+    cover = cv2.GaussianBlur(noise, (0, 0), 3)
+    seq = [_canvas((a if k < 10 else cover, 200, 100)) for k in range(20)]
+    results = list(VideoLandmarker(follower, _params(50, min_face_score=0.8)).track(seq, fps=30.0))
+    assert [r.index for r in results if r.detector] == [0, 10]
+    assert all(len(r.faces) == 1 for r in results[:10]) and not any(r.faces for r in results[10:])
+    without = list(VideoLandmarker(follower, _params(50)).track(seq, fps=30.0))
+    assert [r.index for r in without if r.detector] == [0] and all(r.faces for r in without[10:13])  # without: it lingers
+    for r in results[1:10]:  # per frame, the O-net's on that frame's box (not the detection's score carried along)
+        f = r.faces[0]
+        assert f.score >= 0.8 and not f.detected
+        assert f.score == pytest.approx(float(follower.detector.face_scores(seq[r.index], f.box[None])[0]), abs=1e-4)

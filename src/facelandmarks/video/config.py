@@ -28,6 +28,11 @@ class TrackerParams(StrictModel):
     Attributes:
         detect_every: MTCNN runs on every ``detect_every``-th frame (new faces are found then); 1 = every
             frame (per-frame detection, tracks still get ids and smoothing).
+        detect_every_max: back-off of the periodic detector run (None: off, every ``detect_every`` frames). A
+            periodic run that only confirms the tracks (every track matched, no new face) lengthens the interval
+            by ``detect_every`` frames up to this many; any other run (a new face, a missed track, a failed
+            quality check, a cut) brings it back to ``detect_every``. On a scene whose faces stay, the detector
+            runs less and less; a face entering it is found at most ``detect_every_max`` frames late.
         match_iou: a detection continues the track whose predicted box it overlaps most, at IoU >= this
             (greedy one-to-one, :func:`facelandmarks.detect.matching.match_boxes`); other detections
             start new tracks.
@@ -41,6 +46,11 @@ class TrackerParams(StrictModel):
             suspect and the detector runs on this frame.
         max_shift: quality check: the same when the box centre moves by more than this fraction of the
             box side.
+        min_face_score: quality check: between detector runs, MTCNN's O-net (its face / non-face stage,
+            :meth:`facelandmarks.detect.mtcnn.FaceDetector.face_scores`) scores the box of each track's new
+            landmarks; below this the track is suspect and the detector runs on this frame (a face that left,
+            turned away or was covered ends instead of carrying its points across whatever took its place).
+            About 0.5 ms per face; 0 = off.
         min_side: tracks whose box side falls below this many pixels end.
         duplicate_iou: two tracks whose boxes overlap at IoU >= this follow one face: the younger ends.
         calibrate: learn, from the faces landmarked in detection boxes of this video, how the model's
@@ -56,11 +66,13 @@ class TrackerParams(StrictModel):
     """
 
     detect_every: int = Field(5, ge=1)
+    detect_every_max: int | None = Field(None, ge=1)
     match_iou: float = Field(0.3, gt=0.0, le=1.0)
     keep_iou: float = Field(0.5, ge=0.0, le=1.0)
     max_misses: int = Field(1, ge=0)
     max_scale_change: float = Field(0.3, gt=0.0)
     max_shift: float = Field(0.35, gt=0.0)
+    min_face_score: float = Field(0.0, ge=0.0, lt=1.0)
     min_side: float = Field(12.0, ge=2.0)
     duplicate_iou: float = Field(0.5, gt=0.0, le=1.0)
     calibrate: bool = True

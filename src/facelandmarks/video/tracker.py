@@ -10,9 +10,11 @@
    the landmark network in one batch (:meth:`FaceLandmarker.landmarks_in_boxes`);
 2. MTCNN runs on the frame only when
 
-   * ``detect_every`` frames have passed since it last ran (new faces are found then),
+   * ``detect_every`` frames have passed since it last ran (new faces are found then; with
+     ``detect_every_max`` the interval grows while the runs only confirm the tracks),
    * a track fails the quality check (the box of its new landmarks shrank, grew or jumped relative to
-     the crop box beyond ``max_scale_change`` / ``max_shift``: the face was lost or occluded),
+     the crop box beyond ``max_scale_change`` / ``max_shift``, or MTCNN's O-net scores that box below
+     ``min_face_score``: the face was lost or occluded),
    * a track was missed by the previous detector run (confirmation), its last landmarks disagreed
      with their box (step 3), or it is the first frame;
 
@@ -72,7 +74,8 @@ class TrackedFace:
         box: ``(4,) float32`` MTCNN-like box x0, y0, x1, y1 in frame pixels, derived from ``landmarks``
             with the model's ``crop.fallback`` calibration (the detection's box when the landmarks
             disagree with it, see the quality check).
-        score: MTCNN face probability of the detection that last confirmed the track.
+        score: MTCNN face probability: of this frame's detection, or between detector runs MTCNN's O-net on
+            this frame's box (``tracker.min_face_score``; with that check off, of the last detection).
         landmarks: ``(K, 2) float32`` x, y in 0-based frame pixels (smoothed when smoothing is on).
         detected: whether a detection in this frame matched (or started) the track.
         raw: ``(K, 2) float32`` the network's landmarks before smoothing (``landmarks`` when smoothing is off).
@@ -201,6 +204,7 @@ class VideoLandmarker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._since_detect = 0
+        self._interval = self.tracker.detect_every  # frames between periodic detector runs (detect_every_max: grows)
         self._first = True
         self._cal_sum = np.zeros(3, np.float64)
         self._cal_n = 0
@@ -272,13 +276,20 @@ class VideoLandmarker:
         tracks = self._tracks
         pred = np.array([t.box for t in tracks], np.float64).reshape(-1, 4)
         n = len(tracks)
-        detect = self._first or self._since_detect + 1 >= cfg.detect_every or any(t.misses or t.unsure for t in tracks)
+        asked = self._first or any(t.misses or t.unsure for t in tracks)  # a run this frame needs, whatever the interval
+        detect = asked or self._since_detect + 1 >= self._interval
 
         pts: np.ndarray | None = None
         failed = np.zeros(n, bool)
         if not detect and n:
             pts = self.landmarker.landmarks_in_boxes(image, pred)
-            failed = ~self._consistent(np.stack([self._box_of(p) for p in pts]), pred)
+            found = np.stack([self._box_of(p) for p in pts])
+            failed = ~self._consistent(found, pred)
+            if cfg.min_face_score > 0:  # MTCNN's O-net on the box of the new landmarks: is there still a face?
+                face = self.detector.face_scores(image, found)
+                failed |= face < cfg.min_face_score
+                for t, sc in zip(tracks, face):
+                    t.score = float(sc)
             detect = bool(failed.any())
             if detect:
                 log.debug("frame %d: tracks %s failed the quality check", idx, [tracks[i].track_id for i in np.flatnonzero(failed)])
@@ -314,6 +325,11 @@ class VideoLandmarker:
                     alive = np.append(alive, True)
                     recompute = np.append(recompute, True)
                     from_det = np.append(from_det, True)
+            # back-off: a periodic run that only confirmed every track (no new face, none lost or failing) lengthens
+            # the interval by detect_every up to detect_every_max; anything else brings it back to detect_every
+            quiet = not asked and not failed.any() and n > 0 and len(tracks) == n and bool((index_of >= 0).all())
+            top = max(cfg.detect_every, cfg.detect_every_max or cfg.detect_every)
+            self._interval = min(top, self._interval + cfg.detect_every) if quiet else cfg.detect_every
         else:
             self._since_detect += 1
         self._first = False
