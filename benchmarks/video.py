@@ -14,7 +14,8 @@
 * **coverage** (street clip, 1920x1080, several walkers): faces per frame with tracking vs MTCNN on every
   frame, and the share of per-frame detections that a track covers (IoU >= 0.3 with a tracked box).
 
-Targets (issue 13): >= 60 fps with one face at 640x360; jitter <= half of per-frame detection with <= 1
+Targets (issue 13): >= 60 fps with one face at 640x360 (the speaker shot, frames 82-210: the clip's one-face part;
+the whole clip, with cuts and up to 4 faces, is reported beside it); jitter <= half of per-frame detection with <= 1
 frame of lag; >= 95 % of per-frame detections tracked. Results go to ``benchmarks/video_results.json``
 and ``benchmarks/video_results.md``.
 
@@ -59,12 +60,15 @@ class VideoBenchOptions:
         max_frames: frames of each clip used (0 = all).
         warmup: frames processed untimed before each timed pass.
         dlib: also time dlib's HOG + shape predictor end to end.
+        rounds: alternating timing rounds of tracking, tracking with a fixed detector interval, and the speaker
+            shot (medians reported).
     """
 
     threads: int = 1
     max_frames: int = 0
     warmup: int = 10
     dlib: bool = True
+    rounds: int = 3
 
 
 # -- a stand-in model when no trained one exists -------------------------------------------------------
@@ -399,10 +403,29 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
             video.reset()
         return video.step(f, t, k)
 
-    fps_track, tracked = _timed(SPEAKER, step, opts.max_frames, opts.warmup)
-    runs_tracked = video.detector_runs
-    # the speaker shot alone (one speaker, frames 82-210 between two cuts)
-    fps_shot, shot = _timed(SPEAKER, step, 211, opts.warmup, start=82)
+    # the same tracker with a fixed detector interval and no O-net check (before the back-off)
+    fixed = VideoLandmarker(lm, vp.model_copy(update={"tracker": vp.tracker.model_copy(
+        update={"detect_every_max": None, "min_face_score": 0.0})}), fps=fps_src)
+
+    def step_fixed(k: int, t: float, f: np.ndarray):
+        if k == 0:
+            fixed.reset()
+        return fixed.step(f, t, k)
+
+    # alternating rounds, so that every configuration sees the same machine load; medians are reported. The
+    # outputs are the same in every round (nothing depends on time), only the clock differs
+    rounds: dict[str, list[float]] = {"tracking": [], "fixed": [], "shot": []}
+    for _ in range(max(1, opts.rounds)):
+        f, tracked = _timed(SPEAKER, step, opts.max_frames, opts.warmup)
+        rounds["tracking"].append(f)
+        runs_tracked = video.detector_runs
+        f, _ = _timed(SPEAKER, step_fixed, opts.max_frames, opts.warmup)
+        rounds["fixed"].append(f)
+        runs_fixed = fixed.detector_runs
+        # the speaker shot alone (one speaker, frames 82-210 between two cuts)
+        f, shot = _timed(SPEAKER, step, 211, opts.warmup, start=82)
+        rounds["shot"].append(f)
+    fps_track, fps_fixed, fps_shot = (statistics.median(rounds[k]) for k in ("tracking", "fixed", "shot"))
     fps_shot_frame, shot_frame = _timed(SPEAKER, lambda k, t, f: lm(f), 211, opts.warmup, start=82)
     raw_video = VideoLandmarker(lm, no_smooth, fps=fps_src)
     raw = [raw_video.step(f, t, k) for k, t, f in _frames(SPEAKER, opts.max_frames)]
@@ -410,6 +433,8 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     speed = {"video": SPEAKER.name, "frames": len(tracked), "frame_size": "640x360",
              "tracking_fps": fps_track, "per_frame_detection_fps": fps_frame,
              "detector_runs_tracking": runs_tracked,
+             "fixed_interval": {"tracking_fps": fps_fixed, "detector_runs": runs_fixed},
+             "rounds_fps": {k: [round(x, 2) for x in v] for k, v in rounds.items()},
              "speaker_shot": {"frames": len(shot), "tracking_fps": fps_shot, "per_frame_detection_fps": fps_shot_frame,
                               "faces_per_frame_tracking": statistics.fmean(len(r.faces) for r in shot),
                               "faces_per_frame_detection": statistics.fmean(len(f) for f in shot_frame)},
@@ -465,7 +490,7 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
                        "detector_runs_tracking": video.detector_runs,
                        "tracking_fps": street_track_fps, "detection_only_fps": len(dets) / street_det_s}
     out["targets"] = {
-        "fps_60": speed["tracking_fps"] >= 60.0,
+        "fps_60": speed["speaker_shot"]["tracking_fps"] >= 60.0,  # one face (the whole clip has cuts and up to 4 faces)
         "jitter_half": j["ratio_smoothed_vs_detection"] <= 0.5,
         "lag_1_frame": j["lag_frames"] <= 1.0,
         "coverage_95": cov["covered"] >= 0.95,
@@ -508,7 +533,8 @@ def markdown(r: dict) -> str:
     s, j, c = r["speed"], r["jitter"], r["coverage"]
     sh = s["speaker_shot"]
     rows = [
-        ("fps, speaker clip 640x360 (all 275 frames, 4 shots), tracking (end to end)", f"{s['tracking_fps']:.1f}"),
+        (f"fps, speaker clip 640x360 ({s['frames']} frames, 4 shots), tracking (end to end; median of "
+         f"{len(s.get('rounds_fps', {}).get('tracking', [])) or 1} alternating rounds)", f"{s['tracking_fps']:.1f}"),
         ("fps, speaker clip, MTCNN on every frame", f"{s['per_frame_detection_fps']:.1f}"),
         (f"fps, the speaker shot ({sh['frames']} frames, {sh['faces_per_frame_detection']:.1f} faces per frame), "
          "tracking / MTCNN on every frame", f"{sh['tracking_fps']:.1f} / {sh['per_frame_detection_fps']:.1f}"),
@@ -517,6 +543,12 @@ def markdown(r: dict) -> str:
         rows.append(("fps, speaker clip, dlib HOG + shape predictor", f"{s['dlib_fps']:.1f}"))
     rows += [
         ("MTCNN runs with tracking / frames", f"{s['detector_runs_tracking']} / {s['frames']}"),
+    ]
+    if s.get("fixed_interval"):
+        fx = s["fixed_interval"]
+        rows.append(("speaker clip, MTCNN every detect_every frames without back-off or O-net check: fps / MTCNN runs",
+                     f"{fx['tracking_fps']:.1f} / {fx['detector_runs']}"))
+    rows += [
         ("jitter (mean frame-to-frame move / inter-ocular), per-frame detection", f"{j['per_frame_detection']['mean']:.4f}"),
         ("jitter, tracking, no smoothing", f"{j['tracking_raw']['mean']:.4f}"),
         ("jitter, tracking + One Euro", f"{j['tracking_smoothed']['mean']:.4f} ({j['ratio_smoothed_vs_detection']:.2f} x per-frame)"),

@@ -132,24 +132,3 @@ def test_rotated_retry_finds_a_tilted_face_and_maps_its_box_back(raw_dir):
     plain = FaceDetector(DetectorConfig(**base)).detect([read_image(stem.with_suffix(".jpg"))])[0]
     retried = FaceDetector(DetectorConfig(**base, rotate_angles=(-90.0,))).detect([read_image(stem.with_suffix(".jpg"))])[0]
     np.testing.assert_array_equal(plain.boxes, retried.boxes)
-
-
-def test_face_scores_are_mtcnns_own_on_its_boxes_and_low_off_the_face(detector, helen):
-    """The O-net check a tracker runs between detector passes: on MTCNN's own (squared, final) boxes it gives
-    the detection's score back (the same network on the same box, up to the resize method); a box moved one
-    side to the right of the face, or a box of a blank patch, scores low; a box beyond the image scores 0."""
-    for img, _ in helen:
-        d = detector.detect([img])[0]
-        got = detector.face_scores(img, d.boxes)
-        assert got.shape == (len(d),) and got.dtype == np.float32
-        np.testing.assert_allclose(got[:1], d.scores[:1], atol=0.03)
-        side = d.boxes[0, 2] - d.boxes[0, 0]
-        moved = d.boxes[:1] + np.array([side, 0, side, 0], np.float32)
-        assert detector.face_scores(img, moved)[0] < 0.5
-    grey = np.full((200, 200, 3), 128, np.uint8)
-    assert detector.face_scores(grey, np.array([[50.0, 50.0, 150.0, 150.0]]))[0] < 0.5
-    h, w = helen[0][0].shape[:2]
-    outside = np.array([[w + 10.0, h + 10.0, w + 60.0, h + 60.0], [0.0, 0.0, 0.0, 0.0]])
-    assert detector.face_scores(helen[0][0], outside).tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="uint8"):
-        detector.face_scores(np.zeros((10, 10), np.uint8), outside)

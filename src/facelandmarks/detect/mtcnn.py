@@ -193,51 +193,6 @@ class FaceDetector:
                     out[i] = self._rotated(prepared[i], images[i].shape, det)
         return out  # type: ignore[return-value]
 
-    def face_scores(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """MTCNN's last stage (the O-net) on given boxes: the probability that each holds a face.
-
-        The check a tracker makes on the boxes it carries from frame to frame without running the
-        detector (the O-net is MTCNN's own face / non-face classifier, run as in its third stage: the
-        box squared about its centre, cut out with black beyond the image, area-resized to 48 x 48).
-        About 0.2 ms per box on one CPU thread, against ~60 ms for a detector pass on a 640 x 360 frame.
-
-        Args:
-            image: ``(H, W, 3) uint8`` RGB.
-            boxes: ``(n, 4)`` x0, y0, x1, y1 in image pixels.
-        Returns:
-            ``(n,) float32`` face probabilities in [0, 1] (0 for a degenerate box).
-        Raises:
-            ValueError: an image that is not ``(H, W, 3) uint8``.
-        """
-        img = np.asarray(image)
-        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-            raise ValueError(f"FaceDetector: expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
-        b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        out = np.zeros(len(b), np.float32)
-        h, w = img.shape[:2]
-        patches, idx = [], []
-        for i, (x0, y0, x1, y1) in enumerate(b):
-            side = max(x1 - x0, y1 - y0)
-            if not np.isfinite(side) or side < 2:
-                continue
-            cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-            l, t = int(round(cx - side / 2)), int(round(cy - side / 2))
-            r, bt = l + int(round(side)), t + int(round(side))
-            inner = img[max(t, 0) : min(bt, h), max(l, 0) : min(r, w)]
-            if inner.size == 0:
-                continue
-            patch = cv2.copyMakeBorder(inner, max(0, -t), max(0, bt - h), max(0, -l), max(0, r - w), cv2.BORDER_CONSTANT, value=0)
-            patches.append(cv2.resize(patch, (48, 48), interpolation=cv2.INTER_AREA))
-            idx.append(i)
-        if patches:
-            x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
-            if self.device == "cpu":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode():
-                prob = self._mtcnn.onet(x.to(self.device))[2][:, 1]
-            out[idx] = prob.float().cpu().numpy()
-        return out
-
     def _rotated(self, small: np.ndarray, photo_shape: tuple[int, ...], upright: "Detections") -> "Detections":
         """Search ``small`` (the detection image) again at each of ``rotate_angles``; the best angle's faces
         (by their top score) replace ``upright`` when they score higher."""

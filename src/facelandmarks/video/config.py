@@ -29,7 +29,8 @@ class TrackerParams(StrictModel):
         detect_every: MTCNN runs on every ``detect_every``-th frame (new faces are found then); 1 = every
             frame (per-frame detection, tracks still get ids and smoothing).
         detect_every_max: back-off of the periodic detector run (None: off, every ``detect_every`` frames). A
-            periodic run that only confirms the tracks (every track matched, no new face) lengthens the interval
+            periodic run that changes nothing (every track matched and no new face, or no face in a frame without
+            tracks) lengthens the interval
             by ``detect_every`` frames up to this many; any other run (a new face, a missed track, a failed
             quality check, a cut) brings it back to ``detect_every``. On a scene whose faces stay, the detector
             runs less and less; a face entering it is found at most ``detect_every_max`` frames late.
@@ -47,7 +48,7 @@ class TrackerParams(StrictModel):
         max_shift: quality check: the same when the box centre moves by more than this fraction of the
             box side.
         min_face_score: quality check: between detector runs, MTCNN's O-net (its face / non-face stage,
-            :meth:`facelandmarks.detect.mtcnn.FaceDetector.face_scores`) scores the box of each track's new
+            :class:`facelandmarks.video.verify.FaceVerifier`) scores the box of each track's new
             landmarks; below this the track is suspect and the detector runs on this frame (a face that left,
             turned away or was covered ends instead of carrying its points across whatever took its place).
             About 0.5 ms per face; 0 = off.

@@ -59,6 +59,7 @@ from facelandmarks.inference.landmarker import FaceLandmarker
 from facelandmarks.io.images import to_rgb_uint8
 from facelandmarks.video.config import SmoothingParams, TrackerParams, VideoParams
 from facelandmarks.video.smoothing import LandmarkSmoother
+from facelandmarks.video.verify import FaceVerifier
 
 __all__ = ["FrameResult", "TrackedFace", "VideoLandmarker", "frame_record"]
 
@@ -192,6 +193,7 @@ class VideoLandmarker:
         self.tracker: TrackerParams = params.tracker
         self.smoothing: SmoothingParams = params.smoothing
         self.fps = float(fps)
+        self._onet: FaceVerifier | None = None
         self._fallback = FallbackConfig.model_validate((landmarker.config.crop or {}).get("fallback") or {})
         self.reset()
 
@@ -212,6 +214,12 @@ class VideoLandmarker:
         self.frames = 0
 
     # -- the steps --------------------------------------------------------------------------------
+
+    def _verifier(self) -> FaceVerifier:
+        """The O-net check of ``tracker.min_face_score`` (made on first use, on the detector's device)."""
+        if self._onet is None:
+            self._onet = FaceVerifier(self.detector.device)
+        return self._onet
 
     def _box_of(self, landmarks: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """The MTCNN-like box of landmarks: ``crop.fallback``, then this video's correction (``calibrate``)."""
@@ -286,7 +294,7 @@ class VideoLandmarker:
             found = np.stack([self._box_of(p) for p in pts])
             failed = ~self._consistent(found, pred)
             if cfg.min_face_score > 0:  # MTCNN's O-net on the box of the new landmarks: is there still a face?
-                face = self.detector.face_scores(image, found)
+                face = self._verifier().face_scores(image, found)
                 failed |= face < cfg.min_face_score
                 for t, sc in zip(tracks, face):
                     t.score = float(sc)
@@ -325,9 +333,10 @@ class VideoLandmarker:
                     alive = np.append(alive, True)
                     recompute = np.append(recompute, True)
                     from_det = np.append(from_det, True)
-            # back-off: a periodic run that only confirmed every track (no new face, none lost or failing) lengthens
-            # the interval by detect_every up to detect_every_max; anything else brings it back to detect_every
-            quiet = not asked and not failed.any() and n > 0 and len(tracks) == n and bool((index_of >= 0).all())
+            # back-off: a periodic run that changed nothing (every track confirmed, no new face; on a frame without
+            # tracks: no face) lengthens the interval by detect_every up to detect_every_max; anything else brings
+            # it back to detect_every
+            quiet = not asked and not failed.any() and len(tracks) == n and bool((index_of >= 0).all())  # n = 0: none found
             top = max(cfg.detect_every, cfg.detect_every_max or cfg.detect_every)
             self._interval = min(top, self._interval + cfg.detect_every) if quiet else cfg.detect_every
         else:

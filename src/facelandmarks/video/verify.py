@@ -1,0 +1,87 @@
+"""Is there still a face in a track's box? MTCNN's O-net as a per-frame check between detector runs.
+
+MTCNN (Zhang et al., "Joint Face Detection and Alignment using Multi-task Cascaded Convolutional Networks",
+IEEE SPL 2016) ends with the O-net, a face / non-face classifier on 48 x 48 crops of candidate boxes. A
+tracker that carries boxes from frame to frame without the detector can ask the same network about its
+own boxes: about 0.5 ms per face on one CPU thread, against ~75 ms for a detector pass on a 640 x 360
+frame. The weights are facenet-pytorch's (inside its wheel, as for :mod:`facelandmarks.detect.mtcnn`), and
+the crop is made as MTCNN's third stage makes it: the box squared about its centre, black beyond the
+image, area-resized to 48 x 48, pixels scaled by ``(v - 127.5) / 128``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from facelandmarks.device import resolve_device
+
+__all__ = ["FaceVerifier"]
+
+_SIZE = 48  # the O-net's input side (MTCNN's third stage)
+
+
+class FaceVerifier:
+    """MTCNN's O-net on given boxes: the probability that each holds a face.
+
+    Args:
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``.
+    Example:
+        >>> FaceVerifier().face_scores(frame, boxes)   # frame (H, W, 3) uint8 RGB, boxes (n, 4) -> (n,) float32
+    """
+
+    def __init__(self, device: str = "auto") -> None:
+        from importlib.resources import files
+
+        from facenet_pytorch.models.mtcnn import ONet
+
+        self.device = resolve_device(device)
+        self._onet = ONet(pretrained=False)
+        weights = files("facenet_pytorch") / "data" / "onet.pt"  # the file MTCNN(pretrained) loads, tensors only
+        self._onet.load_state_dict(torch.load(str(weights), map_location="cpu", weights_only=True))
+        self._onet.eval().to(self.device)
+        if self.device == "cpu":  # channels-last: 2.3x faster on the CPU (0.59 vs 1.34 ms per crop, one thread)
+            self._onet.to(memory_format=torch.channels_last)
+
+    def face_scores(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Face probabilities of boxes in one image.
+
+        Args:
+            image: ``(H, W, 3) uint8`` RGB.
+            boxes: ``(n, 4)`` x0, y0, x1, y1 in image pixels (any aspect: squared about the centre on the
+                longer side, as MTCNN squares its candidates).
+        Returns:
+            ``(n,) float32`` in [0, 1]; 0 for a degenerate box (side under 2 px, not finite) or one wholly
+            outside the image.
+        Raises:
+            ValueError: an image that is not ``(H, W, 3) uint8``.
+        """
+        img = np.asarray(image)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise ValueError(f"FaceVerifier: expected an (H, W, 3) uint8 RGB image, got {img.shape} {img.dtype}")
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        out = np.zeros(len(b), np.float32)
+        h, w = img.shape[:2]
+        patches, idx = [], []
+        for i, (x0, y0, x1, y1) in enumerate(b):
+            side = max(x1 - x0, y1 - y0)
+            if not np.isfinite(side) or side < 2:
+                continue
+            left, top = int(round((x0 + x1 - side) / 2)), int(round((y0 + y1 - side) / 2))
+            right, bottom = left + int(round(side)), top + int(round(side))
+            inner = img[max(top, 0) : min(bottom, h), max(left, 0) : min(right, w)]
+            if inner.size == 0:
+                continue
+            patch = cv2.copyMakeBorder(inner, max(0, -top), max(0, bottom - h), max(0, -left), max(0, right - w),
+                                       cv2.BORDER_CONSTANT, value=0)
+            patches.append(cv2.resize(patch, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA))
+            idx.append(i)
+        if patches:
+            x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
+            if self.device == "cpu":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                prob = self._onet(x.to(self.device))[2][:, 1]
+            out[idx] = prob.float().cpu().numpy()
+        return out
