@@ -48,5 +48,8 @@ def test_on_mtcnns_own_boxes_it_gives_mtcnns_scores_and_low_scores_off_the_face(
     nothing = np.array([[w + 10.0, h + 10.0, w + 60.0, h + 60.0], [5.0, 5.0, 5.0, 5.0], [0.0, 0.0, np.nan, 9.0]])
     assert verifier.face_scores(photos[0], nothing).tolist() == [0.0, 0.0, 0.0]
     assert verifier.face_scores(photos[0], np.zeros((0, 4))).shape == (0,)
+    shared = FaceVerifier.shared("cpu")  # the process's one (the service's trackers share it): same scores
+    assert shared is FaceVerifier.shared("cpu")
+    np.testing.assert_array_equal(shared.face_scores(photos[0], d.boxes), verifier.face_scores(photos[0], d.boxes))
     with pytest.raises(ValueError, match="uint8"):
         verifier.face_scores(np.zeros((10, 10), np.uint8), nothing)

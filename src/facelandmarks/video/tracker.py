@@ -216,9 +216,9 @@ class VideoLandmarker:
     # -- the steps --------------------------------------------------------------------------------
 
     def _verifier(self) -> FaceVerifier:
-        """The O-net check of ``tracker.min_face_score`` (made on first use, on the detector's device)."""
+        """The O-net check of ``tracker.min_face_score`` (the process's one for the detector's device)."""
         if self._onet is None:
-            self._onet = FaceVerifier(self.detector.device)
+            self._onet = FaceVerifier.shared(self.detector.device)
         return self._onet
 
     def _box_of(self, landmarks: np.ndarray, calibrated: bool = True) -> np.ndarray:
