@@ -14,7 +14,7 @@
      ``detect_every_max`` the interval grows while the runs only confirm the tracks),
    * a track fails the quality check (the box of its new landmarks shrank, grew or jumped relative to
      the crop box beyond ``max_scale_change`` / ``max_shift``, or MTCNN's O-net scores that box below
-     ``min_face_score``: the face was lost or occluded),
+     ``min_face_score``, :class:`facelandmarks.video.verify.FaceVerifier`: the face was lost or occluded),
    * a track was missed by the previous detector run (confirmation), its last landmarks disagreed
      with their box (step 3), or it is the first frame;
 
