@@ -74,3 +74,34 @@ def test_asking_for_a_window_without_a_display_says_so_and_runs_headless(tiny_ch
                                  "--display", "--max-frames", "2"])
     assert r.exit_code == 0, r.output
     assert "no display here" in r.output and "2 frames in" in r.output
+
+
+@pytest.mark.slow
+def test_live_and_predict_run_an_exported_onnx_network(tiny_checkpoint, tmp_path, monkeypatch):
+    """``--model model.onnx`` (from ``facelandmarks export``, here without the flip test as video mode runs it) runs
+    on ONNX Runtime in ``live`` and ``predict``, with the checkpoint's points within the export's 0.05 px; a file
+    that is not an ONNX model is refused with exit 2 naming it."""
+    from facelandmarks.cli import app
+    from facelandmarks.inference.onnx_runtime import export_onnx
+
+    monkeypatch.setenv("FACELANDMARKS_PARAMS", str(tmp_path / "none.yaml"))
+    onnx = export_onnx(tiny_checkpoint, tmp_path / "video.onnx", flip_test=False)
+    runs = {}
+    for name, model in (("onnx", onnx), ("torch", tiny_checkpoint)):
+        lines = tmp_path / f"{name}.jsonl"
+        r = CliRunner().invoke(app, ["live", str(VIDEO), "--model", str(model), "--device", "cpu", "--max-frames", "6",
+                                     "--jsonl", str(lines), "--no-display", "--threads", "1", "--no-smooth"])
+        assert r.exit_code == 0, r.output
+        runs[name] = [json.loads(line) for line in lines.read_text().splitlines()]
+    frame0 = {"onnx": runs["onnx"][0]["faces"], "torch": runs["torch"][0]["faces"]}
+    assert frame0["onnx"] and len(frame0["onnx"]) == len(frame0["torch"])
+    for a, b in zip(frame0["onnx"], frame0["torch"]):  # the detector's boxes, one network pass each
+        assert abs(a["landmarks"][30][0] - b["landmarks"][30][0]) < 0.06 and abs(a["landmarks"][30][1] - b["landmarks"][30][1]) < 0.06
+    photo = RAW / "demo" / "images" / "face_recognition__obama.jpg"
+    r = CliRunner().invoke(app, ["predict", str(photo), "--model", str(onnx), "--device", "cpu", "--out", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "p" / "face_recognition__obama.jpg.json").read_text())["faces"]
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"not a model")
+    r = CliRunner().invoke(app, ["predict", str(photo), "--model", str(bad), "--device", "cpu", "--out", str(tmp_path / "q")])
+    assert r.exit_code == 2 and "broken.onnx" in r.output

@@ -53,7 +53,7 @@ def predict(
         landmarker = FaceLandmarker.load(uri, device=device, tracking_uri=cfg.tracking_uri,
                                            min_score=cfg.detect_min_score, detect_max_side=cfg.detect_max_side or None,
                                            rotate_angles=cfg.detect_rotate_angles)
-    except (ModelSourceError, CheckpointError) as e:
+    except (ModelSourceError, CheckpointError, ValueError) as e:  # ValueError: an .onnx file that is not our export
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
     if smooth is not None:

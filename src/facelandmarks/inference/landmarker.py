@@ -227,7 +227,8 @@ class FaceLandmarker:
             detector: reuse an existing detector (e.g. to compare two models on the same detections).
             batch_size: crops per forward pass.
             runtime: ``torch``, or ``onnx`` to run the landmark network with ONNX Runtime on the CPU (a
-                checkpoint is exported on the fly; an ``.onnx`` file from ``facelandmarks export`` is used as is).
+                checkpoint is exported on the fly; an ``.onnx`` file from ``facelandmarks export`` is used as is,
+                and a URI ending in ``.onnx`` always runs on ONNX Runtime, whatever ``runtime`` says).
             num_threads: ONNX Runtime intra-op threads (0: its default).
             min_score: drop detections MTCNN scores below this (the service and ``facelandmarks predict`` use
                 ``serve.detect_min_score``, 0.9); None: the model's stored ``crop.detector.min_score``.
@@ -243,7 +244,7 @@ class FaceLandmarker:
         from facelandmarks.inference.source import local_checkpoint
         from facelandmarks.model.checkpoint import load_checkpoint
 
-        if runtime == "onnx":
+        if runtime == "onnx" or os.fspath(uri).endswith(".onnx"):  # an exported network runs only on ONNX Runtime
             out = cls._load_onnx(uri, tracking_uri, detector, batch_size, num_threads)
         else:
             dev = resolve_device(device)
