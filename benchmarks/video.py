@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,8 @@ class VideoBenchOptions:
         dlib: also time dlib's HOG + shape predictor end to end.
         rounds: alternating timing rounds of tracking, tracking with a fixed detector interval, and the speaker
             shot (medians reported).
+        crops_table: the crop stage's table, to calibrate the int8 one-pass network the video mode can run
+            (``facelandmarks export --no-flip-test --quantize int8``); that network is skipped when it is absent.
     """
 
     threads: int = 1
@@ -69,6 +72,7 @@ class VideoBenchOptions:
     warmup: int = 10
     dlib: bool = True
     rounds: int = 3
+    crops_table: str = "data/interim/crops.parquet"
 
 
 # -- a stand-in model when no trained one exists -------------------------------------------------------
@@ -360,6 +364,21 @@ def _track_sequences(results: list[Any], attr: str = "landmarks") -> dict[int, n
     return {k: np.stack(v) for k, v in by_id.items()}
 
 
+def _int8_one_pass(model_path: Path, lm: Any, crops_table: str) -> Any:
+    """The model's int8 network without the flip test (what ``facelandmarks export --no-flip-test --quantize int8``
+    writes, calibrated on the same training crops) as a landmarker sharing ``lm``'s detector; None without the table."""
+    from facelandmarks.inference.landmarker import FaceLandmarker
+    from facelandmarks.inference.quantize import calibration_crops, quantize_onnx
+
+    if not Path(crops_table).is_file():
+        log.warning("%s not found: the int8 one-pass network is not measured", crops_table)
+        return None
+    with tempfile.TemporaryDirectory(prefix="fl-video-int8-") as tmp:
+        crops = calibration_crops(crops_table, lm.config.input_size)
+        path = quantize_onnx(model_path, Path(tmp) / "video.int8.onnx", crops, flip_test=False)
+        return FaceLandmarker.load(path, runtime="onnx", detector=lm.detector)  # ONNX Runtime holds it in memory
+
+
 def _meta(path: Path) -> dict:
     from facelandmarks.model.checkpoint import read_checkpoint
 
@@ -412,9 +431,20 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
             fixed.reset()
         return fixed.step(f, t, k)
 
+    # the int8 network in one pass (the fastest video mode a user can export)
+    lm8 = _int8_one_pass(model_path, lm, opts.crops_table)
+    video8 = VideoLandmarker(lm8, vp, fps=fps_src) if lm8 is not None else None
+
+    def step8(k: int, t: float, f: np.ndarray):
+        if k == 0:
+            video8.reset()
+        return video8.step(f, t, k)
+
     # alternating rounds, so that every configuration sees the same machine load; medians are reported. The
     # outputs are the same in every round (nothing depends on time), only the clock differs
     rounds: dict[str, list[float]] = {"tracking": [], "fixed": [], "shot": []}
+    if video8 is not None:
+        rounds.update({"int8": [], "int8_shot": []})
     for _ in range(max(1, opts.rounds)):
         f, tracked = _timed(SPEAKER, step, opts.max_frames, opts.warmup)
         rounds["tracking"].append(f)
@@ -425,6 +455,11 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
         # the speaker shot alone (one speaker, frames 82-210 between two cuts)
         f, shot = _timed(SPEAKER, step, 211, opts.warmup, start=82)
         rounds["shot"].append(f)
+        if video8 is not None:
+            f, tracked8 = _timed(SPEAKER, step8, opts.max_frames, opts.warmup)
+            rounds["int8"].append(f)
+            runs8 = video8.detector_runs
+            rounds["int8_shot"].append(_timed(SPEAKER, step8, 211, opts.warmup, start=82)[0])
     fps_track, fps_fixed, fps_shot = (statistics.median(rounds[k]) for k in ("tracking", "fixed", "shot"))
     fps_shot_frame, shot_frame = _timed(SPEAKER, lambda k, t, f: lm(f), 211, opts.warmup, start=82)
     raw_video = VideoLandmarker(lm, no_smooth, fps=fps_src)
@@ -489,6 +524,16 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
                        "tracks": len({f.track_id for r in street for f in r.faces}),
                        "detector_runs_tracking": video.detector_runs,
                        "tracking_fps": street_track_fps, "detection_only_fps": len(dets) / street_det_s}
+    if video8 is not None:
+        tracker8 = VideoLandmarker(lm8, vp, fps=street_fps)
+        street8 = [tracker8.step(f, t, k) for k, t, f in _frames(STREET, opts.max_frames)]
+        smoothed8, lag8 = _smoothed_and_lag(tracked8)
+        out["int8_one_pass"] = {
+            "tracking_fps": statistics.median(rounds["int8"]), "shot_tracking_fps": statistics.median(rounds["int8_shot"]),
+            "detector_runs": runs8, "quantization": lm8.model.quantization,
+            "jitter_ratio": jitter(smoothed8)["mean"] / j["per_frame_detection"]["mean"], "lag_frames": lag8,
+            "street_covered": coverage([np.array([f.box for f in r.faces]).reshape(-1, 4) for r in street8], dets)["covered"],
+        }
     out["targets"] = {
         "fps_60": speed["speaker_shot"]["tracking_fps"] >= 60.0,  # one face (the whole clip has cuts and up to 4 faces)
         "jitter_half": j["ratio_smoothed_vs_detection"] <= 0.5,
@@ -555,6 +600,12 @@ def markdown(r: dict) -> str:
         ("the face's own motion (5-frame centred mean of per-frame detection)", f"{j['motion_floor']['mean']:.4f}"),
         ("lag added by smoothing (frames)", f"{j['lag_frames']:.2f}"),
     ]
+    if r.get("int8_one_pass"):
+        q = r["int8_one_pass"]
+        rows.append(("int8 network in one pass (`export --no-flip-test --quantize int8`, same rounds): fps clip / shot, "
+                     "MTCNN runs, jitter vs per-frame, lag, street coverage",
+                     f"{q['tracking_fps']:.1f} / {q['shot_tracking_fps']:.1f}, {q['detector_runs']}, {q['jitter_ratio']:.2f} x, "
+                     f"{q['lag_frames']:.2f}, {100 * q['street_covered']:.1f} %"))
     if j.get("speaker_shot"):
         sj = j["speaker_shot"]
         base = sj["per_frame_detection"]["mean"]
