@@ -4,7 +4,9 @@
 
 * **speed** (speaker clip, 640x360, one speaker): frames per second end to end (decoding the file with
   OpenCV, MTCNN, crops, landmark network, smoothing) with tracking, with MTCNN on every frame
-  (:class:`facelandmarks.FaceLandmarker` per frame), and dlib's HOG detector + shape predictor;
+  (:class:`facelandmarks.FaceLandmarker` per frame), and dlib's HOG detector + shape predictor; the tracker
+  with a fixed detector interval (no back-off, no O-net check) and with the int8 network in one pass run in
+  the same alternating rounds (medians reported);
 * **jitter** (speaker clip): mean frame-to-frame landmark displacement of one face, divided by its
   inter-ocular distance (outer eye corners 36/45 of the iBUG 68 scheme, 300-W's normaliser), for per-frame
   detection, tracking without smoothing and tracking with the One Euro filter; and the **lag** the
@@ -389,7 +391,9 @@ def run_video(model_path: Path, options: VideoBenchOptions | None = None, params
     """All video figures (see the module docstring).
 
     Returns:
-        a JSON-ready dict: ``speed``, ``jitter``, ``coverage``, ``params`` and ``seconds``.
+        a JSON-ready dict: ``speed`` (with ``fixed_interval`` and the per-round ``rounds_fps``), ``jitter``,
+        ``coverage``, ``int8_one_pass`` (when the crop table is there: fps on the clip and the shot, detector
+        runs, jitter ratio, lag, street coverage), ``targets``, ``params`` and ``seconds``.
     """
     import torch
 
