@@ -193,7 +193,6 @@ class VideoLandmarker:
         self.tracker: TrackerParams = params.tracker
         self.smoothing: SmoothingParams = params.smoothing
         self.fps = float(fps)
-        self._onet: FaceVerifier | None = None
         self._fallback = FallbackConfig.model_validate((landmarker.config.crop or {}).get("fallback") or {})
         self.reset()
 
@@ -217,9 +216,7 @@ class VideoLandmarker:
 
     def _verifier(self) -> FaceVerifier:
         """The O-net check of ``tracker.min_face_score`` (the process's one for the detector's device)."""
-        if self._onet is None:
-            self._onet = FaceVerifier.shared(self.detector.device)
-        return self._onet
+        return FaceVerifier.shared(self.detector.device)
 
     def _box_of(self, landmarks: np.ndarray, calibrated: bool = True) -> np.ndarray:
         """The MTCNN-like box of landmarks: ``crop.fallback``, then this video's correction (``calibrate``)."""
