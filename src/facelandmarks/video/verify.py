@@ -5,18 +5,19 @@ IEEE SPL 2016) ends with the O-net, a face / non-face classifier on 48 x 48 crop
 tracker that carries boxes from frame to frame without the detector can ask the same network about its
 own boxes: about 0.5 ms per face on one CPU thread, against ~75 ms for a detector pass on a 640 x 360
 frame. The weights are facenet-pytorch's (inside its wheel, as for :mod:`facelandmarks.detect.mtcnn`), and
-the crop is made as MTCNN's third stage makes it: the box squared about its centre, black beyond the
-image, area-resized to 48 x 48, pixels scaled by ``(v - 127.5) / 128``.
+the crop is cut as MTCNN's third stage cuts it: the box squared about its centre, black beyond the image,
+48 x 48 (here with the crop stage's own :func:`~facelandmarks.crop.geometry.crop_square`: bilinear, Gaussian
+low-pass before shrinking), pixels scaled by ``(v - 127.5) / 128``.
 """
 
 from __future__ import annotations
 
 import functools
 
-import cv2
 import numpy as np
 import torch
 
+from facelandmarks.crop.geometry import crop_square, square_box
 from facelandmarks.device import resolve_device
 
 __all__ = ["FaceVerifier"]
@@ -73,18 +74,12 @@ class FaceVerifier:
         out = np.zeros(len(b), np.float32)
         h, w = img.shape[:2]
         patches, idx = [], []
-        for i, (x0, y0, x1, y1) in enumerate(b):
-            side = max(x1 - x0, y1 - y0)
-            if not np.isfinite(side) or side < 2:
+        for i, box in enumerate(b):
+            x0, y0, x1, y1 = box
+            if not np.all(np.isfinite(box)) or max(x1 - x0, y1 - y0) < 2 or x1 <= 0 or y1 <= 0 or x0 >= w or y0 >= h:
                 continue
-            left, top = int(round((x0 + x1 - side) / 2)), int(round((y0 + y1 - side) / 2))
-            right, bottom = left + int(round(side)), top + int(round(side))
-            inner = img[max(top, 0) : min(bottom, h), max(left, 0) : min(right, w)]
-            if inner.size == 0:
-                continue
-            patch = cv2.copyMakeBorder(inner, max(0, -top), max(0, bottom - h), max(0, -left), max(0, right - w),
-                                       cv2.BORDER_CONSTANT, value=0)
-            patches.append(cv2.resize(patch, (_SIZE, _SIZE), interpolation=cv2.INTER_AREA))
+            patch, _ = crop_square(img, square_box(box, 1.0), _SIZE, border_value=0, anti_alias=True)
+            patches.append(patch)
             idx.append(i)
         if patches:
             x = torch.from_numpy(np.stack(patches)).permute(0, 3, 1, 2).float().sub_(127.5).mul_(0.0078125)
