@@ -39,3 +39,30 @@ def test_coverage_counts_detections_that_a_track_overlaps():
     tracked = [np.stack([a, b]), a[None] + [30, 30, 30, 30]]  # frame 2: one track far from both detections
     got = coverage(tracked, detected)
     assert got["covered"] == pytest.approx(2 / 4) and got["tracked_per_frame"] == 1.5 and got["detected_per_frame"] == 2.0
+
+
+def test_still_clip_is_one_photo_repeated_with_camera_noise_only(tmp_path):
+    """The still-face clip: the photo letterboxed into every frame, frames differing by noise and compression only."""
+    from benchmarks.video import STILL_PHOTO, _frames, _fps_of, still_clip
+    from facelandmarks.io.images import read_image
+
+    if not STILL_PHOTO.is_file():
+        pytest.fail(f"{STILL_PHOTO} missing: run `dvc pull`")
+    clip = still_clip(STILL_PHOTO, tmp_path / "still.mp4", frames=12, fps=25.0, size=(320, 180), noise=3.0)
+    frames = np.stack([f for _, _, f in _frames(clip)]).astype(np.float64)
+    assert frames.shape == (12, 180, 320, 3) and _fps_of(clip) == pytest.approx(25.0)
+    photo = read_image(STILL_PHOTO)
+    width = round(photo.shape[1] * 180 / photo.shape[0])  # the photo is taller than 16:9: black bars left and right
+    x0 = (320 - width) // 2
+    assert frames[:, :, : x0 - 2].mean() < 4 and frames[:, :, x0 + width + 2 :].mean() < 4
+    inner = frames[:, :, x0 + 2 : x0 + width - 2]
+    assert inner.mean() > 30
+    # frame to frame: noise (mostly compressed away, as a camera's is), no change of content: the same photo moved
+    # by 2 px differs from itself by more than any two frames do
+    step = np.abs(np.diff(inner, axis=0)).mean(axis=(1, 2, 3))
+    moved = np.abs(inner[0, 2:] - inner[0, :-2]).mean()
+    assert np.all(step > 0.1) and np.all(step < 3.0) and moved > 2 * step.max()
+    # the same seed writes the same clip
+    again = np.stack([f for _, _, f in _frames(still_clip(STILL_PHOTO, tmp_path / "again.mp4", frames=12, fps=25.0,
+                                                          size=(320, 180), noise=3.0))])
+    assert np.array_equal(again, frames.astype(np.uint8))
