@@ -281,7 +281,10 @@ def _training_table(tr: dict) -> str:
         rows.append([f"{stage}: training images per second", _num(ips, 0) if ips else f"n/a ({r.get('missing', '')})",
                      note])
     repro = tr.get("repro")
-    if repro:
+    if repro and repro.get("source") == "mlflow":
+        rows.append(["full `dvc repro` wall time", f"{repro['wall_s'] / 60:.1f} min",
+                     f"MLflow parent run `{repro['run_name']}` of {repro['started']} (stages {', '.join(repro['stages'])})"])
+    elif repro:
         rows.append(["full `dvc repro` wall time", f"{repro['wall_s'] / 60:.1f} min",
                      f"measured {repro.get('measured_at', '')}"])
     else:

@@ -178,6 +178,13 @@ def main(
         new["training"] = {"throughput": training_throughput(), "measured_at": new["generated"]}
         if repro_timing:
             new["training"]["repro"] = repro_timing
+        else:  # the latest whole pipeline the MLflow store holds (make repro logs one parent run)
+            from benchmarks.training_speed import last_full_pipeline
+            from facelandmarks.mlflow_runs import tracking_uri
+
+            found = last_full_pipeline(tracking_uri(params), (params.get("tracking") or {}).get("experiment", "facelandmarks"))
+            if found:
+                new["training"]["repro"] = found
     for section in ("accuracy", "speed", "quantization", "serving", "detect_size"):
         if section in new:
             new[section]["model_sha256"] = (new.get("model") or {}).get("sha256")

@@ -3,8 +3,9 @@
 Images per second come from the training stages' own reports (``reports/pretrain.json``,
 ``reports/finetune.json``), measured during the real training of the default params. The wall time of a
 full pipeline is measured by running ``facelandmarks repro --force`` (every stage, one MLflow parent run)
-when asked (``python -m benchmarks.run --repro``; it retrains everything); otherwise the last measured value
-is carried over from ``benchmarks/results.json`` with the date it was measured.
+when asked (``python -m benchmarks.run --repro``; it retrains everything); otherwise it is read from the MLflow
+store (:func:`last_full_pipeline`: the latest finished parent run in which every stage from ``crop`` to
+``register`` ran), or carried over from ``benchmarks/results.json`` with the date it was measured.
 """
 
 from __future__ import annotations
@@ -17,12 +18,16 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["STAGE_REPORTS", "find_throughput", "training_throughput", "time_repro"]
+__all__ = ["STAGE_REPORTS", "FULL_PIPELINE_STAGES", "find_throughput", "last_full_pipeline", "training_throughput",
+           "time_repro"]
 
 log = logging.getLogger(__name__)
 
 #: Training stage -> its metrics file.
 STAGE_REPORTS = {"pretrain": Path("reports/pretrain.json"), "finetune": Path("reports/finetune.json")}
+
+#: The stages a parent run must hold (as child runs) to count as a whole pipeline (``download`` logs no run).
+FULL_PIPELINE_STAGES = ("crop", "augment", "pretrain", "finetune", "evaluate", "register")
 
 #: Keys under which a training report may give its throughput (first found wins).
 THROUGHPUT_KEYS = ("train_images_per_second", "images_per_second", "train_images_per_s", "images_per_s")
@@ -109,3 +114,50 @@ def time_repro(command: list[str] | None = None, cwd: str | os.PathLike = ".") -
     if rc != 0:
         raise RuntimeError(f"`{' '.join(cmd)}` failed with exit code {rc} after {wall:.0f} s")
     return {"wall_s": wall, "command": " ".join(cmd), "returncode": rc}
+
+
+def last_full_pipeline(tracking_uri: str, experiment: str, stages: tuple[str, ...] = FULL_PIPELINE_STAGES) -> dict | None:
+    """The wall time of the latest whole pipeline in the MLflow store.
+
+    A whole pipeline is a FINISHED parent run (tag ``facelandmarks.pipeline``) with a FINISHED child run of every
+    stage in ``stages`` (tag ``facelandmarks.stage``): ``facelandmarks repro`` after a change that reran every
+    stage. Its wall time is the parent's end minus its start (what ``make repro`` spends after the install and
+    ``dvc pull``).
+
+    Args:
+        tracking_uri: the MLflow store (e.g. ``sqlite:///mlflow.db``).
+        experiment: the experiment name (params.yaml ``tracking.experiment``).
+        stages: the child stages required.
+    Returns:
+        ``{"wall_s", "run_id", "run_name", "started" (UTC ISO), "stages", "source": "mlflow"}``, or None when the
+        store, the experiment or such a run is missing.
+    """
+    import datetime as dt
+
+    import mlflow
+
+    from facelandmarks.mlflow_runs import PIPELINE_TAG, STAGE_TAG
+
+    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    try:
+        exp = client.get_experiment_by_name(experiment)
+    except Exception as e:  # a store that cannot be opened: nothing measured there
+        log.warning("MLflow store %s: %s", tracking_uri, e)
+        return None
+    if exp is None:
+        return None
+    parents = client.search_runs([exp.experiment_id], filter_string=f"tags.`{PIPELINE_TAG}` = 'true' and "
+                                 "attributes.status = 'FINISHED'", order_by=["attributes.start_time DESC"], max_results=200)
+    for parent in parents:
+        info = parent.info
+        if not info.end_time:
+            continue
+        children = client.search_runs([exp.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{info.run_id}' "
+                                      "and attributes.status = 'FINISHED'", max_results=1000)
+        ran = {c.data.tags.get(STAGE_TAG) for c in children}
+        if all(st in ran for st in stages):
+            started = dt.datetime.fromtimestamp(info.start_time / 1000, dt.timezone.utc)
+            return {"wall_s": (info.end_time - info.start_time) / 1000.0, "run_id": info.run_id,
+                    "run_name": info.run_name, "started": started.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "stages": list(stages), "source": "mlflow"}
+    return None
