@@ -41,13 +41,12 @@ def test_coverage_counts_detections_that_a_track_overlaps():
     assert got["covered"] == pytest.approx(2 / 4) and got["tracked_per_frame"] == 1.5 and got["detected_per_frame"] == 2.0
 
 
+@pytest.mark.needs_data
 def test_still_clip_is_one_photo_repeated_with_camera_noise_only(tmp_path):
     """The still-face clip: the photo letterboxed into every frame, frames differing by noise and compression only."""
     from benchmarks.video import STILL_PHOTO, _frames, _fps_of, still_clip
     from facelandmarks.io.images import read_image
 
-    if not STILL_PHOTO.is_file():
-        pytest.fail(f"{STILL_PHOTO} missing: run `dvc pull`")
     clip = still_clip(STILL_PHOTO, tmp_path / "still.mp4", frames=12, fps=25.0, size=(320, 180), noise=3.0)
     frames = np.stack([f for _, _, f in _frames(clip)]).astype(np.float64)
     assert frames.shape == (12, 180, 320, 3) and _fps_of(clip) == pytest.approx(25.0)
