@@ -6,8 +6,10 @@ runs one DVC stage's code directly; ``predict``, ``live``, ``export`` and ``sche
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import signal
 import subprocess
 import sys
 from typing import Annotated
@@ -57,11 +59,76 @@ def repro(
 
     # this environment's dvc and python, even when the venv is not activated (`make repro`)
     cmd = [sys.executable, "-m", "dvc", "repro", *(targets or [])] + (["--force"] if force else [])
-    with pipeline_run() as run_id:
-        env = with_python_on_path({**os.environ, "FACELANDMARKS_PARENT_RUN_ID": run_id})
-        rc = subprocess.call(cmd, env=env)
-        if rc != 0:
-            raise SystemExit(rc)
+    run_id = None
+    try:
+        with pipeline_run() as run_id:
+            env = with_python_on_path({**os.environ, "FACELANDMARKS_PARENT_RUN_ID": run_id})
+            rc = run_interruptible(cmd, env)
+            if rc != 0:
+                raise SystemExit(rc)
+    except Interrupted as e:
+        if run_id is not None:
+            _end_killed(run_id)
+        typer.echo(f"facelandmarks repro: stopped by signal {e.signum}; MLflow run {run_id} and its running "
+                   "stage runs marked KILLED", err=True)
+        raise SystemExit(128 + e.signum) from None
+
+
+class Interrupted(Exception):
+    """SIGTERM or SIGINT reached a command that runs a child process (``signum``: which)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def run_interruptible(cmd: list[str], env: dict[str, str], grace_s: float = 60.0) -> int:
+    """Run ``cmd`` in a process group of its own and wait; a SIGTERM or SIGINT to this process is passed to
+    the whole group (``dvc`` and the stage it runs), so nothing keeps running after ``kill`` or Ctrl-C.
+
+    Args:
+        cmd: the command; env: its environment.
+        grace_s: seconds the group gets to exit after the signal before SIGKILL.
+    Returns:
+        the exit status of ``cmd``.
+    Raises:
+        Interrupted: a signal came; the group has exited when this is raised.
+    """
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+
+    def forward(signum, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signum)
+        raise Interrupted(signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return proc.wait()
+    except Interrupted:
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        raise
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+
+
+def _end_killed(parent_run_id: str) -> None:
+    """Mark an interrupted pipeline's MLflow parent run and its still-RUNNING stage runs KILLED (a stage process
+    that died of the signal could not end its own run, which the MLflow UI would show running forever)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    parent = client.get_run(parent_run_id)
+    for child in client.search_runs([parent.info.experiment_id],
+                                    filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and "
+                                    "attributes.status = 'RUNNING'"):
+        client.set_terminated(child.info.run_id, "KILLED")
+    client.set_terminated(parent_run_id, "KILLED")
 
 
 # user-facing tools, each in its own module (heavy imports happen inside the commands)
