@@ -12,7 +12,20 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.needs_data]
+
+def test_run_interruptible_returns_the_exit_status_in_any_thread():
+    """From a worker thread (where Python refuses signal handlers) it runs the command without them."""
+    import threading
+
+    from facelandmarks.cli import run_interruptible
+
+    got = []
+    t = threading.Thread(target=lambda: got.append(run_interruptible([sys.executable, "-c", "import sys; sys.exit(3)"],
+                                                                    dict(os.environ))))
+    t.start()
+    t.join(60)
+    assert got == [3]
+    assert run_interruptible([sys.executable, "-c", "pass"], dict(os.environ)) == 0
 
 
 def _processes_in(root: Path) -> list[int]:
@@ -26,6 +39,8 @@ def _processes_in(root: Path) -> list[int]:
     return pids
 
 
+@pytest.mark.slow
+@pytest.mark.needs_data
 def test_sigterm_stops_the_stage_and_marks_the_runs_killed(tiny_project):
     import mlflow
 

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Annotated
 
 import typer
@@ -92,7 +93,8 @@ def run_interruptible(cmd: list[str], env: dict[str, str], grace_s: float = 60.0
     Returns:
         the exit status of ``cmd``.
     Raises:
-        Interrupted: a signal came; the group has exited when this is raised.
+        Interrupted: a signal came; the group has exited when this is raised. (Called outside the main thread,
+            it installs no handlers: Python gives signals to the main thread only.)
     """
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
 
@@ -101,7 +103,9 @@ def run_interruptible(cmd: list[str], env: dict[str, str], grace_s: float = 60.0
             os.killpg(proc.pid, signum)
         raise Interrupted(signum)
 
-    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # Python delivers signals to the main thread only; elsewhere (a caller's thread) the caller handles them
+    main = threading.current_thread() is threading.main_thread()
+    old = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)} if main else {}
     try:
         return proc.wait()
     except Interrupted:
