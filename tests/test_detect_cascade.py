@@ -68,8 +68,14 @@ def test_summed_area_table_of_a_large_photo_is_int64_and_exact():
 
 
 def _facenet(det: FaceDetector, batch: np.ndarray) -> list[tuple]:
-    """facenet-pytorch's own ``MTCNN.detect`` on a batch, as float32 arrays (empty when it finds nothing)."""
-    boxes, probs, points = det._mtcnn.detect(batch, landmarks=True)
+    """facenet-pytorch's own ``MTCNN.detect`` (a fresh instance, channels-last weights as FaceDetector runs them)
+    on a batch, as float32 arrays (empty when it finds nothing)."""
+    from facenet_pytorch import MTCNN
+
+    c = det.config
+    ref = MTCNN(keep_all=True, min_face_size=c.min_face_size, thresholds=list(c.thresholds), factor=c.factor,
+                select_largest=False, device="cpu").eval().to(memory_format=torch.channels_last)
+    boxes, probs, points = ref.detect(batch, landmarks=True)
     out = []
     for b, p, q in zip(boxes, probs, points):
         if b is None:
@@ -122,3 +128,4 @@ def test_cascade_rejects_a_non_uint8_batch():
     det = FaceDetector(DetectorConfig(device="cpu"))
     with pytest.raises(ValueError, match="uint8"):
         det._cascade(np.zeros((1, 32, 32, 3), np.float32))
+
