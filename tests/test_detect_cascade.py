@@ -52,10 +52,13 @@ def test_area_resample_equals_torch_bit_for_bit():
         for i in range(k):
             ref = _torch_area(photos[image[i]], y0[i], y1[i], x0[i], x1[i], size, size)
             assert np.array_equal(ours[i], ref), (size, i, y0[i], y1[i], x0[i], x1[i])
-    for scale in (0.6, 0.6 * 0.709, 0.05):  # whole-photo pyramid levels of non-integer ratios
+    for scale in (0.6, 0.6 * 0.709, 0.05, 1.3):  # whole-photo pyramid levels of non-integer ratios (and enlarged)
         oh, ow = int(300 * scale + 1), int(260 * scale + 1)
-        ours = area_resample(table, np.array([1]), np.array([0]), np.array([300]), np.array([0]), np.array([260]), oh, ow)
-        assert np.array_equal(ours[0], _torch_area(photos[1], 0, 300, 0, 260, oh, ow))
+        full = area_resample(table, np.array([0, 1]), np.zeros(2, int), np.full(2, 300), np.zeros(2, int),
+                             np.full(2, 260), oh, ow)
+        assert full.shape == (2, oh, ow, 3) and full.dtype == np.float32
+        for i in range(2):
+            assert np.array_equal(full[i], _torch_area(photos[i], 0, 300, 0, 260, oh, ow))
 
 
 def test_summed_area_table_of_a_large_photo_is_int64_and_exact():

@@ -6,12 +6,13 @@ P-net, and once per candidate box for the R-net (24x24) and the O-net (48x48). f
 ``torch.nn.functional.interpolate(mode="area")`` (adaptive average pooling), one call per box: about 350 calls
 per photo at the project's low stage thresholds, 30 % of the detection time on the CPU.
 
-:func:`area_resample` computes the same adaptive average pooling for many boxes at once from one summed-area
-table of the photo. Its output is identical to PyTorch's, not merely close: the pixel sums are exact integers
-(int64), the bins are PyTorch's (start ``floor(i * L / n)``, end ``ceil((i + 1) * L / n)``), and the mean is
-``float32(sum) / kh / kw``, the order of PyTorch's CPU kernel. :func:`detect_face` is facenet-pytorch's cascade
-with those resampling calls replaced; the networks, thresholds, NMS and box regression are facenet-pytorch's own
-functions. The tests check equality with facenet-pytorch's ``MTCNN.detect`` on real photos.
+:func:`area_resample` computes the same adaptive average pooling for many rectangles at once (the candidate
+boxes, or the whole photo for a pyramid level) from one summed-area table of the photo. Its output is identical
+to PyTorch's CPU kernel's, not merely close: the pixel sums are exact integers, the bins are PyTorch's (start
+``floor(i * L / n)``, end ``ceil((i + 1) * L / n)``), and the mean is ``float32(sum) / kh / kw``, PyTorch's order.
+:func:`detect_face` is facenet-pytorch's cascade with those resampling calls replaced; the networks, thresholds,
+NMS and box regression are facenet-pytorch's own functions. The tests check equality with facenet-pytorch's
+``MTCNN.detect`` on real photos (on the CPU; on a GPU facenet-pytorch pools with CUDA's kernel instead).
 
 Exactness needs every bin's pixel sum below 2**24 (float32 integers): bins of fewer than 65 793 pixels, i.e.
 boxes under about 6 000 pixels per side, far above any detection image (``crop.detector.max_side``).
@@ -60,13 +61,12 @@ def area_resample(table: np.ndarray, image: np.ndarray, y0: np.ndarray, y1: np.n
                   x1: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
     """Area-resample (adaptive average pooling) K rectangles of photos to ``out_h x out_w``, all at once.
 
-    Equal, bit for bit, to ``torch.nn.functional.interpolate(photo[:, y0:y1, x0:x1], (out_h, out_w),
-    mode="area")`` of each rectangle (float32 CPU), for rectangles no larger than their output is the input,
-    i.e. shrinking or keeping the size; enlarging (a box smaller than 24 px) is exact too, since PyTorch's bins
-    are the same there.
+    Equal, bit for bit, to ``torch.nn.functional.interpolate(photo[:, :, y0:y1, x0:x1], (out_h, out_w),
+    mode="area")`` of each rectangle (float32, CPU), shrinking or enlarging (a box under 24 px: PyTorch's
+    adaptive pooling bins then repeat pixels, and so do these).
 
     Args:
-        table: :func:`summed_area_table` of the photos, ``(N, H + 1, W + 1, C) int64``.
+        table: :func:`summed_area_table` of the photos, ``(N, H + 1, W + 1, C)`` int32 or int64.
         image: ``(K,)`` the photo of each rectangle (index into ``table``).
         y0, y1, x0, x1: ``(K,)`` int rectangle rows ``[y0, y1)`` and columns ``[x0, x1)`` in photo pixels,
             non-empty and inside the photo.
