@@ -12,7 +12,7 @@ writes.
   over visible points, mean over all faces of a set; failure rate at 0.08. The int8 settings were chosen on
   ``val``; ``test`` is reported.
 * Speed: the landmark network per face on the demo photos' real crops (:func:`benchmarks.speed.landmark_model_speed`),
-  float ONNX vs int8 ONNX (both ONNX Runtime, ``threads`` intra-op threads, the champion's flip test), in
+  float ONNX vs int8 ONNX (both ONNX Runtime, ``threads`` calls at once, the champion's flip test), in
   alternating rounds so that both see the same machine load; the median over all rounds.
 
 ``python -m benchmarks.quantization`` runs it alone; ``python -m benchmarks.run`` runs it as the
@@ -43,7 +43,7 @@ class QuantizationOptions:
         annotations: the annotation table (``download`` stage).
         crops_table: the crop stage's table (calibration crops: its ``train`` split).
         calibration_faces: calibration crops.
-        threads: ONNX Runtime intra-op threads.
+        threads: ONNX Runtime calls at once (one thread each).
         batch_sizes: timed batch sizes.
         rounds: alternating timing rounds (float, int8, float, int8, ...).
         runs: timed calls per batch size and round (batch 1: ``runs * 5``).

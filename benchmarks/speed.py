@@ -10,7 +10,7 @@
 CPU figures run with ``torch.set_num_threads(threads)`` (2 by default: the project's reference machine);
 dlib is single-threaded by design. On a machine with a GPU the same figures for ours are measured on CUDA
 too (dlib-bin has no CUDA). The landmark model is also timed with ONNX Runtime on the CPU (the same network
-exported by :func:`facelandmarks.inference.onnx_runtime.export_onnx`, ``threads`` intra-op threads). Ratios are ours / dlib of medians from the same run (below 1 = ours faster).
+exported by :func:`facelandmarks.inference.onnx_runtime.export_onnx`, ``threads`` calls at once, one thread each). Ratios are ours / dlib of medians from the same run (below 1 = ours faster).
 """
 
 from __future__ import annotations

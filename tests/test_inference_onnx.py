@@ -172,3 +172,59 @@ def test_int8_export_is_quantised_calibrated_and_close_to_float_on_real_crops(ti
     assert missing.exit_code == 2 and "no_table.parquet" in missing.output and not (tmp_path / "y.onnx").exists()
     bad = CliRunner().invoke(app, ["export", str(tmp_path / "z.onnx"), "--model", str(tiny_checkpoint), "--quantize", "int4"])
     assert bad.exit_code == 2 and "int4" in bad.output
+
+
+@pytest.mark.slow
+def test_uint8_input_and_the_runtime_flip_test_change_no_landmark(tiny_checkpoint, small_crops, tmp_path, monkeypatch):
+    """Known answers for the int8 file's fast path: (1) the graph taking uint8 crops (its pixel quantisation, the
+    identity, removed) gives the float-input graph's landmarks bit for bit; (2) the flip test run around the
+    one-pass graph is exactly ``0.5 * (pass(crop) + mirrored_back(pass(crop[:, ::-1])))``, computed here with the
+    session alone; (3) threads and batch sizes change no landmark; (4) a file without the runtime-flip key (the
+    old format, both passes inside the graph) is not mirrored a second time."""
+    import onnx
+
+    from facelandmarks.inference import quantize
+    from facelandmarks.inference.onnx_runtime import ONNX_FLIP_KEY
+    from facelandmarks.io.images import read_image
+    from facelandmarks.schemes import get_scheme
+
+    crops_table, _, _ = small_crops
+    crops = np.stack([read_image(p) for p in crops_table["crop_path"]])
+    rng = np.random.default_rng(0)
+    noise = rng.integers(0, 256, size=(3, *crops.shape[1:]), dtype=np.uint8)
+    noise[0, :4], noise[1, -4:] = 0, 255  # both ends of the pixel range
+    crops = np.concatenate([crops, noise])
+    fast = quantize.quantize_onnx(tiny_checkpoint, tmp_path / "fast.onnx", crops[:8], flip_test=True)
+    monkeypatch.setattr(quantize, "uint8_input", lambda proto: False)
+    plain = quantize.quantize_onnx(tiny_checkpoint, tmp_path / "plain.onnx", crops[:8], flip_test=True)
+    monkeypatch.undo()
+
+    graph = onnx.load(str(fast)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert onnx.load(str(plain)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert sum(n.op_type == "QuantizeLinear" for n in graph.node) == sum(
+        n.op_type == "QuantizeLinear" for n in onnx.load(str(plain)).graph.node) - 1
+    a, b = OnnxLandmarkNetwork(fast, num_threads=1), OnnxLandmarkNetwork(plain, num_threads=1)
+    assert a.input_dtype == np.uint8 and b.input_dtype == np.float32 and a.quantization["input"] == "uint8 crops"
+    assert a.mirror and a.config.flip_test
+    ref = a.predict_crops(crops)
+    assert np.array_equal(ref, b.predict_crops(crops))  # (1)
+
+    size = a.config.input_size
+    up = a.session.run(["landmarks"], {"crops": crops})[0]
+    back = a.session.run(["landmarks"], {"crops": np.ascontiguousarray(crops[:, :, ::-1])})[0]
+    assert np.abs(up - ref).max() > 0.01  # the mirrored pass changes the answer, so (2) and (4) can fail
+    assert np.array_equal(ref, (0.5 * (up + get_scheme(a.config.scheme).flip(back, size))).astype(np.float32))  # (2)
+
+    for threads in (2, 3):  # (3)
+        assert np.allclose(OnnxLandmarkNetwork(fast, num_threads=threads).predict_crops(crops), ref, atol=1e-4, rtol=0)
+    assert np.allclose(np.concatenate([a.predict_crops(c[None]) for c in crops]), ref, atol=1e-4, rtol=0)
+
+    old = onnx.load(str(fast))  # (4)
+    kept = [p for p in old.metadata_props if p.key != ONNX_FLIP_KEY]
+    del old.metadata_props[:]
+    old.metadata_props.extend(kept)
+    onnx.save(old, str(tmp_path / "old.onnx"))
+    legacy = OnnxLandmarkNetwork(tmp_path / "old.onnx", num_threads=2)
+    assert not legacy.mirror and legacy.describe()["flip_test"] == "graph"
+    assert np.allclose(legacy.predict_crops(crops), up, atol=1e-4, rtol=0)

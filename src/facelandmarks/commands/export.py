@@ -17,7 +17,8 @@ def export(
     format: Annotated[str, typer.Option("--format", help="onnx (the only format so far)")] = "onnx",
     opset: Annotated[int, typer.Option(help="ONNX opset version")] = 17,
     flip_test: Annotated[bool | None, typer.Option("--flip-test/--no-flip-test",
-                                                   help="the mirrored second pass in the graph (default: as trained)")] = None,
+                                                   help="the flip test, stored in the file and run around the one-pass graph by "
+                                                        "FaceLandmarker (default: as trained)")] = None,
     quantize: Annotated[str, typer.Option(help="none (float32) or int8 (backbone quantised, calibrated on "
                                                "training crops: about 1.7x faster on the CPU)")] = "none",
     calibration: Annotated[Path, typer.Option(help="crops table whose train split calibrates int8 "
@@ -27,9 +28,10 @@ def export(
     """Export the landmark network (dynamic batch) with its crop settings in the file's metadata.
 
     Run it with ``FaceLandmarker.load("model.onnx", runtime="onnx")`` or any ONNX runtime: input ``crops``
-    ``(B, S, S, 3) float32`` RGB 0-255, output ``landmarks`` ``(B, 68, 2)`` in crop pixels. ``--quantize int8``
-    writes the int8 network of :mod:`facelandmarks.inference.quantize` (same input and output). Exits with 2
-    when the model or the calibration crops cannot be found or read.
+    ``(B, S, S, 3) float32`` RGB 0-255, output ``landmarks`` ``(B, 68, 2)`` in crop pixels of one pass; the flip
+    test (``flip_test`` in the stored config) is the caller's, see :mod:`facelandmarks.inference.onnx_runtime`.
+    ``--quantize int8`` writes the int8 network of :mod:`facelandmarks.inference.quantize` (input ``uint8``
+    crops, same output). Exits with 2 when the model or the calibration crops cannot be found or read.
     """
     from facelandmarks.inference.onnx_runtime import export_onnx
     from facelandmarks.inference.quantize import calibration_crops, quantize_onnx

@@ -170,7 +170,7 @@ class FaceLandmarker:
         Args:
             runtime: ``torch`` or ``onnx`` (None: this one's).
             flip_test: the mirrored second pass (None: as configured).
-            num_threads: ONNX Runtime intra-op threads of a new ONNX variant (0: its default).
+            num_threads: ONNX Runtime calls at once of a new ONNX variant, one thread each (0: one per core).
         Raises:
             ValueError: an unknown runtime, or a change asked of an ONNX landmarker (export the checkpoint again).
         """
@@ -229,7 +229,8 @@ class FaceLandmarker:
             runtime: ``torch``, or ``onnx`` to run the landmark network with ONNX Runtime on the CPU (a
                 checkpoint is exported on the fly; an ``.onnx`` file from ``facelandmarks export`` is used as is,
                 and a URI ending in ``.onnx`` always runs on ONNX Runtime, whatever ``runtime`` says).
-            num_threads: ONNX Runtime intra-op threads (0: its default).
+            num_threads: ONNX Runtime calls at once, one thread each (0: one per core; see
+                :class:`~facelandmarks.inference.onnx_runtime.OnnxLandmarkNetwork`).
             min_score: drop detections MTCNN scores below this (the service and ``facelandmarks predict`` use
                 ``serve.detect_min_score``, 0.9); None: the model's stored ``crop.detector.min_score``.
             detect_max_side: downscale photos to this longer side for MTCNN; None: the stored ``max_side``.

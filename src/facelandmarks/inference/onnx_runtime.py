@@ -1,12 +1,21 @@
 """The landmark network as ONNX, run with ONNX Runtime (CPU) instead of PyTorch.
 
 :func:`export_onnx` writes the network of a checkpoint with a dynamic batch axis. The graph takes raw crops,
-``(B, S, S, 3) float32`` RGB in [0, 255] (the ``uint8`` crops cast to float), and does the model's own input
-normalisation and, when the checkpoint asks for it, the flip test inside, so it needs no Python around it:
-output ``(B, K, 2) float32`` landmarks in crop pixels (pixel centres at integers), exactly what
-:func:`facelandmarks.model.prediction.predict_crops` returns. The checkpoint's ``ModelConfig`` (scheme, input
-size, crop and detector settings) and the checkpoint's sha256 are stored in the ONNX file's metadata, so the
-file alone is enough to cut faces the way the model was trained (:class:`OnnxLandmarkNetwork`).
+``(B, S, S, 3) float32`` RGB in [0, 255] (the ``uint8`` crops cast to float; an int8 file of
+:mod:`facelandmarks.inference.quantize` takes the ``uint8`` crops themselves), does the model's own input
+normalisation, and returns ``(B, K, 2) float32`` landmarks in crop pixels (pixel centres at integers) of ONE
+pass. The checkpoint's ``ModelConfig`` (scheme, input size, crop and detector settings, ``flip_test``) and the
+checkpoint's sha256 are stored in the file's metadata, so the file alone is enough to cut faces the way the
+model was trained (:class:`OnnxLandmarkNetwork`).
+
+The flip test (the mirrored crop through the same network, its points mirrored back with the scheme's flip
+permutation, the two averaged) is done by :class:`OnnxLandmarkNetwork` around the graph when the stored config
+asks for it (metadata ``facelandmarks.flip_test: runtime``): the upright and mirrored crops then run as separate
+calls on separate threads, which uses two cores better than ONNX Runtime's own threads inside each operator
+(measured on 2 cores, int8, batch 32: 2.04 vs 2.65 ms per face; ``benchmarks/quantization.py`` measures it).
+Another ONNX runtime does the same: run ``crops`` and ``crops[:, :, ::-1]``, then average ``a`` and
+``(S - 1 - b.x, b.y)[flip_permutation]``. Files exported before this change hold both passes in the graph (no
+``facelandmarks.flip_test`` key) and are run as they are.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ import numpy as np
 from facelandmarks.fsutil import sha256_file
 
 __all__ = ["OnnxLandmarkNetwork", "onnx_graph", "export_onnx", "fold_input_normalisation", "ONNX_CONFIG_KEY",
-           "ONNX_QUANT_KEY"]
+           "ONNX_QUANT_KEY", "ONNX_FLIP_KEY"]
 
 #: Metadata key holding the ``ModelConfig`` JSON.
 ONNX_CONFIG_KEY = "facelandmarks.model_config"
@@ -30,6 +39,8 @@ ONNX_SHA_KEY = "facelandmarks.checkpoint_sha256"
 ONNX_FOLDED_KEY = "facelandmarks.input_normalisation_folded"
 #: Metadata key holding the quantisation settings (JSON) of an int8 file (:mod:`facelandmarks.inference.quantize`).
 ONNX_QUANT_KEY = "facelandmarks.quantization"
+#: Metadata key: "runtime" when the graph is one pass and the runtime does the config's flip test around it.
+ONNX_FLIP_KEY = "facelandmarks.flip_test"
 
 
 
@@ -84,11 +95,12 @@ def fold_input_normalisation(model: Any) -> Any:
 
 def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: int = 17,
                fold_normalisation: bool = False) -> bytes:
-    """A landmark network as a serialised ONNX model (dynamic batch; metadata: config and checkpoint hash).
+    """A landmark network as a serialised ONNX model: one pass, dynamic batch; metadata: config, checkpoint hash,
+    and ``facelandmarks.flip_test: runtime`` (the flip test is the runtime's, :class:`OnnxLandmarkNetwork`).
 
     Args:
         model: a :class:`~facelandmarks.model.network.LandmarkModel` (or a module with its ``forward``), on the CPU.
-        config: its ``ModelConfig``; ``config.flip_test`` decides whether the graph holds the mirrored pass.
+        config: its ``ModelConfig``, stored; ``config.flip_test`` tells the runtime to run the mirrored pass too.
         checkpoint_sha256: the checkpoint's hash, stored in the metadata (None: not stored).
         opset: ONNX opset version.
         fold_normalisation: fold the input normalisation into the first convolution
@@ -105,13 +117,12 @@ def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: in
 
     from facelandmarks.model.preprocess import MEAN, STD
 
-    flip = bool(getattr(config, "flip_test", False))
     if fold_normalisation:
         model = fold_input_normalisation(model)
 
     class _RawCrops(torch.nn.Module):
-        """``(B, S, S, 3)`` float RGB [0, 255] -> the network's ``(B, K, 2)`` crop-pixel landmarks (flip test as
-        ``config`` says; a module without ``predict`` runs its own ``forward``)."""
+        """``(B, S, S, 3)`` float RGB [0, 255] -> the network's ``(B, K, 2)`` crop-pixel landmarks of one pass (a
+        module without ``predict`` runs its own ``forward``)."""
 
         def __init__(self, net: torch.nn.Module):
             super().__init__()
@@ -126,15 +137,7 @@ def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: in
                 x = (x - self.mean) / self.std
             if not hasattr(self.net, "predict"):
                 return self.net(x)
-            if not flip:
-                return self.net.predict(x, False)
-            # the flip test of LandmarkModel.predict(x, True), with both passes in one batch of 2B: one pass over
-            # the weights instead of two (measured 8-10 % less time per face on 2 CPU cores, batch 1 to 32)
-            coords = self.net.forward_train(torch.cat([x, torch.flip(x, dims=[3])]))["coords"]
-            upright, mirrored = torch.chunk(coords, 2)
-            mirrored = mirrored[:, self.net.flip_index]
-            mirrored = torch.stack([(x.shape[3] - 1) - mirrored[..., 0], mirrored[..., 1]], dim=-1)
-            return 0.5 * (upright + mirrored)
+            return self.net.predict(x, False)
 
     s = int(config.input_size)
     buf = io.BytesIO()
@@ -144,7 +147,7 @@ def onnx_graph(model: Any, config: Any, checkpoint_sha256: str | None, opset: in
         opset_version=opset, dynamo=False,
     )
     proto = onnx.load_from_string(buf.getvalue())
-    meta = {ONNX_CONFIG_KEY: config.model_dump_json()}
+    meta = {ONNX_CONFIG_KEY: config.model_dump_json(), ONNX_FLIP_KEY: "runtime"}
     if checkpoint_sha256:
         meta[ONNX_SHA_KEY] = checkpoint_sha256
     if fold_normalisation:
@@ -164,7 +167,8 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
         checkpoint: a ``model.pt`` written by the training stages (loaded with ``weights_only=True``).
         out: the ``.onnx`` file to write.
         opset: ONNX opset version.
-        flip_test: put the mirrored second pass in the graph (None: as the checkpoint's ``model.flip_test``).
+        flip_test: the stored config's flip test, run by the runtime around the graph (None: as the checkpoint's
+            ``model.flip_test``).
     Returns:
         the written path.
     Raises:
@@ -184,59 +188,121 @@ def export_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, opset: in
 
 
 class OnnxLandmarkNetwork:
-    """An exported landmark network run by ONNX Runtime on the CPU.
+    """An exported landmark network run by ONNX Runtime on the CPU, with the flip test around the graph.
+
+    Every call of the graph runs on one ONNX Runtime thread; with ``num_threads`` > 1 the crops of a batch (and
+    their mirror images, under the flip test) are split into that many equal chunks that run at the same time
+    on a thread pool. On 2 cores that is faster than ONNX Runtime's intra-op threads, whose per-operator
+    hand-offs cost more than these small operators take (int8, flip test, batch 32: 2.04 vs 2.65 ms per face
+    measured in the same minute). A call with fewer images than threads (one crop without the flip test, as in
+    video) runs on one session whose operators use the threads. The chunks are fixed by the batch and
+    ``num_threads``, so the same crops give the same landmarks, whatever the machine load.
 
     Args:
-        path: ``.onnx`` file from :func:`export_onnx`, or the bytes of :func:`onnx_graph`.
-        num_threads: intra-op threads (0: ONNX Runtime's default, one per core).
+        path: ``.onnx`` file from :func:`export_onnx` or :func:`facelandmarks.inference.quantize.quantize_onnx`,
+            or the bytes of :func:`onnx_graph`.
+        num_threads: calls of the graph running at once (0: one per core available to this process).
     Attributes:
         config: the checkpoint's ``ModelConfig`` (from the file's metadata).
         checkpoint_sha256: sha256 of the checkpoint it was exported from.
         quantization: the int8 settings of a quantised file (:func:`facelandmarks.inference.quantize.quantize_onnx`),
             None for a float file.
+        input_dtype: the graph's input type: ``float32`` (exported files) or ``uint8`` (int8 files, whose first
+            quantisation step is the identity on [0, 255] pixels, :func:`facelandmarks.inference.quantize.uint8_input`).
+        mirror: True when this object runs the mirrored pass (the config's flip test, not inside the graph).
     Raises:
-        ValueError: the file is not an ONNX model exported by :func:`export_onnx` (message names the file).
+        ValueError: the file is not an ONNX model exported by :func:`export_onnx` (message names the file), or
+            ``num_threads`` < 0.
     """
 
     def __init__(self, path: str | os.PathLike | bytes, num_threads: int = 0):
-        import onnxruntime as ort
-
         from facelandmarks.model.config import ModelConfig
+        from facelandmarks.schemes import get_scheme
 
         self.path = Path("<in memory>") if isinstance(path, bytes) else Path(path)
-        opts = ort.SessionOptions()
-        if num_threads:
-            opts.intra_op_num_threads = int(num_threads)
-            opts.inter_op_num_threads = 1
-        try:
-            model = path if isinstance(path, bytes) else str(self.path)
-            self.session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types
-            raise ValueError(f"{self.path}: not a loadable ONNX model ({type(e).__name__}: {e})") from e
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0, got {num_threads}")
+        self.num_threads = int(num_threads) or len(os.sched_getaffinity(0))
+        self._model = path if isinstance(path, bytes) else str(self.path)
+        self.session = self._session(1)
+        self._wide: Any = None  # intra-op threads for a call too small to split (one image), made when first needed
         meta = self.session.get_modelmeta().custom_metadata_map
         if ONNX_CONFIG_KEY not in meta:
             raise ValueError(f"{self.path}: no {ONNX_CONFIG_KEY} metadata; export it with `facelandmarks export`")
         self.config = ModelConfig.model_validate(json.loads(meta[ONNX_CONFIG_KEY]))
         self.checkpoint_sha256 = meta.get(ONNX_SHA_KEY)
         self.quantization = json.loads(meta[ONNX_QUANT_KEY]) if ONNX_QUANT_KEY in meta else None
+        self.input_dtype = np.uint8 if self.session.get_inputs()[0].type == "tensor(uint8)" else np.float32
+        self.mirror = bool(self.config.flip_test) and meta.get(ONNX_FLIP_KEY) == "runtime"
+        self._scheme = get_scheme(self.config.scheme)
+        self._pool: Any = None
+
+    def _session(self, threads: int) -> Any:
+        """An ONNX Runtime session of the file with ``threads`` intra-op threads.
+
+        Raises:
+            ValueError: ONNX Runtime cannot load the file (message names it).
+        """
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        try:
+            return ort.InferenceSession(self._model, sess_options=opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ValueError(f"{self.path}: not a loadable ONNX model ({type(e).__name__}: {e})") from e
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The graph on ``(M, S, S, 3) uint8`` crops: in ``num_threads`` equal chunks at once, or, with fewer
+        images than threads, one call whose operators use the threads."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        x = x.astype(self.input_dtype, copy=False)
+        if self.num_threads == 1:
+            return self.session.run(["landmarks"], {"crops": x})[0]
+        if len(x) < self.num_threads:
+            if self._wide is None:
+                self._wide = self._session(self.num_threads)
+            return self._wide.run(["landmarks"], {"crops": x})[0]
+        parts = self.num_threads
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.num_threads - 1, thread_name_prefix="onnx-landmarks")
+        chunks = np.array_split(x, parts)
+        others = [self._pool.submit(self.session.run, ["landmarks"], {"crops": c}) for c in chunks[1:]]
+        first = self.session.run(["landmarks"], {"crops": chunks[0]})[0]  # this thread does a share too
+        return np.concatenate([first] + [f.result()[0] for f in others])
 
     def predict_crops(self, crops: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        """Landmarks of ready crops.
+        """Landmarks of ready crops (the flip test's average when the config asks for it).
 
         Args:
             crops: ``(N, S, S, 3) uint8`` RGB, ``S = config.input_size``.
-            batch_size: crops per run.
+            batch_size: crops per run (with the flip test, twice as many images go through the graph).
         Returns:
             ``(N, K, 2) float32`` landmarks in crop pixels.
         """
+        import cv2
+
         crops = np.asarray(crops)
         if len(crops) == 0:
             return np.zeros((0, self.config.num_points, 2), np.float32)
-        out = [self.session.run(["landmarks"], {"crops": crops[i : i + batch_size].astype(np.float32)})[0]
-               for i in range(0, len(crops), batch_size)]
+        out = []
+        for i in range(0, len(crops), batch_size):
+            x = np.ascontiguousarray(crops[i : i + batch_size])
+            if not self.mirror:
+                out.append(self._run(x))
+                continue
+            n, s = x.shape[0], x.shape[2]
+            # every crop mirrored left-right in one call: rows of all crops stacked into one (N*S, S, 3) image
+            mirrored = cv2.flip(x.reshape(n * s, s, x.shape[3]), 1).reshape(x.shape)
+            both = self._run(np.concatenate([x, mirrored]))
+            out.append(0.5 * (both[:n] + self._scheme.flip(both[n:], s)))
         return np.concatenate(out).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        """``{"runtime": "onnxruntime", "file": path, "checkpoint_sha256": ..., "quantization": {...} | None}``."""
+        """``{"runtime": "onnxruntime", "file": path, "checkpoint_sha256": ..., "quantization": {...} | None,
+        "threads": calls at once, "flip_test": "runtime" | "graph" | False}``."""
+        flip = "runtime" if self.mirror else ("graph" if self.config.flip_test else False)
         return {"runtime": "onnxruntime", "file": str(self.path), "checkpoint_sha256": self.checkpoint_sha256,
-                "quantization": self.quantization}
+                "quantization": self.quantization, "threads": self.num_threads, "flip_test": flip}

@@ -114,7 +114,7 @@ class VideoParams(StrictModel):
             more of the frame-to-frame noise than the flip test would.
         runtime: the landmark network's runtime in video mode on the CPU: ``onnx`` (ONNX Runtime, the graph
             built in memory from the torch model once) or ``torch``; a GPU always runs torch.
-        onnx_threads: ONNX Runtime intra-op threads (0: one per core).
+        onnx_threads: ONNX Runtime calls at once, one thread each (0: one per core).
         rotated_retry: keep the detector's rotated retry (``crop.detector.rotate_angles``) in video mode; off by
             default: a frame without a confident face (common in video) would cost one MTCNN pass per angle,
             and a tracked face needs no detector once found.
