@@ -261,12 +261,15 @@ def _serving_table(sv: dict, detail: bool = False) -> str:
         causes = "; ".join(f"{status} {cause or '(no message)'} x{n}".replace("|", "\\|")
                            for status, by in (r.get("non_2xx") or {}).items() for cause, n in by.items())
         lg = r.get("server_log") or {}
+        by_worker = lg.get("answers_by_worker")
         rows.append([label, causes or ("none" if "non_2xx" in r else "n/a"), lg.get("lines", "n/a"),
                      lg.get("tracebacks", "n/a"), lg.get("client_error_lines", "n/a"),
+                     ", ".join(f"{w}: {n}" for w, n in by_worker.items()) if by_worker is not None else "n/a",
                      f"`{lg['log']}`" if lg.get("log") else "not kept"])
-    parts += ["Non-2xx answers by cause, and the server logs:",
-              _table(["endpoint (mode)", "non-2xx answers", "log lines", "tracebacks", "one-line client errors", "log"],
-                     rows)]
+    parts += ["Non-2xx answers by cause, and the server logs (answers by worker: access-log lines per BentoML worker "
+              "process; a keep-alive connection stays with the worker that accepted it):",
+              _table(["endpoint (mode)", "non-2xx answers", "log lines", "tracebacks", "one-line client errors",
+                      "answers by worker", "log"], rows)]
     return "\n\n".join(parts)
 
 

@@ -286,16 +286,24 @@ def log_stats(log_path: str | os.PathLike) -> dict:
 
     Returns:
         ``{"lines", "tracebacks" (lines starting a Python traceback), "client_error_lines" (the service's one-line
-        4xx records), "log": path}``.
+        4xx records), "answers_by_worker": {worker id: BentoML access-log lines of answered requests}, "log": path}``.
+        The split over workers explains throughput: BentoML's workers share one listening socket, and a keep-alive
+        connection stays with the worker that accepted it.
     """
     text = Path(log_path).read_text(errors="replace") if Path(log_path).is_file() else ""
     lines = text.splitlines()
+    workers = Counter(m.group(1) for m in (_ACCESS_LINE.search(ln) for ln in lines) if m)
     return {
         "lines": len(lines),
         "tracebacks": sum(ln.startswith("Traceback (most recent call last)") for ln in lines),
         "client_error_lines": sum("] client error " in ln for ln in lines),
+        "answers_by_worker": dict(sorted(workers.items(), key=lambda kv: int(kv[0]))),
         "log": str(log_path),
     }
+
+
+#: a BentoML access-log line of an answered request: ``[entry_service:<name>:<worker>] <client> (...) (status=...``
+_ACCESS_LINE = re.compile(r"\[entry_service:[^\]]*:(\d+)\] \S+ \(.*\) \(status=")
 
 
 def _percentile(values: list[float], q: float) -> float | None:

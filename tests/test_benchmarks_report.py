@@ -48,7 +48,8 @@ def _results() -> dict:
 
 def _serving() -> dict:
     """A serving section as benchmarks/serving_load.py's ``run_serving`` writes it (one bad upload answered 500)."""
-    log = {"lines": 120, "tracebacks": 1, "client_error_lines": 99, "log": "benchmarks/out/serving/batching_off.log"}
+    log = {"lines": 120, "tracebacks": 1, "client_error_lines": 99, "answers_by_worker": {"1": 640, "2": 360},
+           "log": "benchmarks/out/serving/batching_off.log"}
     return {
         "payload": "`obama.jpg`", "target": ".",
         "bad_uploads": {"not_an_image": {"bytes": 5000, "expect": 400}, "oversized": {"bytes": 68157440, "expect": 413}},
@@ -145,7 +146,7 @@ def test_serving_table_shows_statuses_bad_uploads_and_logs(tmp_path):
     assert "| not an image | 5000 B | 400 | 400: 50 |" in md  # bad uploads: only the mode that got them
     assert "| oversized | 65.00 MiB | 413 | 413: 49, 500: 1 |" in md
     assert "500 unexpected \\| error x1" in md  # a cause with a pipe does not break the table
-    assert "| 1 | 99 | `benchmarks/out/serving/batching_off.log` |" in md
+    assert "| 1 | 99 | 1: 640, 2: 360 | `benchmarks/out/serving/batching_off.log` |" in md
 
 
 def test_serving_table_of_an_older_run_without_the_new_fields():

@@ -30,4 +30,7 @@ def test_load_test_against_bentoml_serve(tmp_path, raw_dir):
     assert off["requests"] == 6 and off["concurrency"] == 3 and off["errors"] == 0
     assert off["rps"] > 0 and 0 < off["p50_ms"] <= off["p95_ms"]
     assert off["ready_s"] > 0
+    # the server log is kept and read: every answered request is one access line of a worker (the endpoint probe
+    # and the warm-up request included)
+    assert sum(off["server_log"]["answers_by_worker"].values()) == 1 + 1 + 6 and off["server_log"]["tracebacks"] == 0
     assert r["absent"] == {"missing": "the service has no /no_such_endpoint endpoint", "endpoint": "/no_such_endpoint"}

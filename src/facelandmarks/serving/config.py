@@ -57,6 +57,8 @@ class ServeParams(StrictModel):
         workers: BentoML worker processes (each loads the model and MTCNN once; read when the service module
             is imported).
         threads: requests one worker runs at the same time (BentoML's thread pool for synchronous endpoints).
+            2 by default: BentoML's workers share one listening socket and a keep-alive connection stays with the
+            worker that accepted it, so all clients can sit on one worker; with 2 threads it still uses 2 cores.
         max_concurrency: requests the service holds at once, waiting ones included; BentoML splits it evenly over
             the workers (ceil(max_concurrency / workers) each) and answers a request over a worker's share with
             429 at once. Clients' keep-alive connections stick to one worker and the kernel does not spread them
@@ -93,7 +95,7 @@ class ServeParams(StrictModel):
     device: str = "auto"
     batch_size: int = Field(64, ge=1)
     workers: int = Field(2, ge=1)
-    threads: int = Field(1, ge=1)
+    threads: int = Field(2, ge=1)
     max_concurrency: int = Field(64, ge=1)
     timeout_s: float = Field(300.0, gt=0)
     num_threads: int = Field(1, ge=0)
