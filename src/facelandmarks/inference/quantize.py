@@ -16,7 +16,8 @@ first quantisation step is the identity on [0, 255] pixels, so it is removed), a
 ``FaceLandmarker.load("model.int8.onnx", runtime="onnx")`` runs it. The 2026-12-07 check on validation of
 quantising the head's lateral and refining convolutions too (backbone only vs that, 300-W / InfAnFace /
 YouTube-Faces val, 177 / 29 / 645 faces): 3.95 / 10.48 / 6.00 % vs 3.97 / 10.48 / 6.00 %, for 5 % less time per
-image; not taken, since it raises 300-W above the 4.0 % target the backbone-only file keeps.
+image on one thread; not taken: with the flip test at batch 1 (two one-image calls on two threads, the missed
+2 ms target) it measured no faster (2.11 vs 2.06 ms, ``benchmarks/quantization.py``).
 The rounding differs from the float model by design; the agreement is measured, not assumed (a few tenths
 of a pixel on 160-px crops).
 """
