@@ -67,7 +67,7 @@ class ServeParams(StrictModel):
         num_threads: torch (intra-op), OpenMP and OpenCV threads of each worker, set before the model loads
             (0 = the libraries' defaults, i.e. all cores per worker). On a busy CPU more threads than cores
             per process make MTCNN several times slower (OpenMP threads wait on each other), so
-            ``workers x threads x num_threads`` is best kept at the number of cores.
+            ``threads x num_threads`` is best kept at the number of cores (a worker may hold every client).
         runtime: the landmark network's runtime on the CPU: ``onnx`` (ONNX Runtime, the graph built in memory
             from the loaded checkpoint when the worker starts; ~7x faster than torch at batch 1 here) or
             ``torch``; a GPU always runs torch.
