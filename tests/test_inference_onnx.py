@@ -38,6 +38,21 @@ def test_a_file_that_is_not_an_exported_network_is_refused_by_name(tmp_path):
     bad.write_bytes(b"not an onnx model")
     with pytest.raises(ValueError, match="broken.onnx"):
         OnnxLandmarkNetwork(bad)
+    with pytest.raises(ValueError, match="missing.onnx"):
+        OnnxLandmarkNetwork(tmp_path / "missing.onnx")
+
+
+def test_a_network_keeps_working_after_its_file_is_deleted(tiny_checkpoint, tmp_path):
+    """A checkpoint exported to a temporary file (``FaceLandmarker.load(..., runtime="onnx")``) is deleted after
+    loading; the session for one-image calls is made later, at the first such call, and must not need the file."""
+    path = export_onnx(tiny_checkpoint, tmp_path / "model.onnx", flip_test=False)
+    net = OnnxLandmarkNetwork(path, num_threads=2)
+    crops = np.random.default_rng(0).integers(0, 256, size=(3, net.config.input_size, net.config.input_size, 3),
+                                                 dtype=np.uint8)
+    path.unlink()
+    one = net.predict_crops(crops[:1])  # fewer images than threads: the intra-op session, made now
+    three = net.predict_crops(crops)  # two chunks on two threads
+    assert one.shape == (1, 68, 2) and np.allclose(one, three[:1], atol=1e-4, rtol=0)
 
 
 @pytest.mark.slow

@@ -223,7 +223,10 @@ class OnnxLandmarkNetwork:
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0, got {num_threads}")
         self.num_threads = int(num_threads) or len(os.sched_getaffinity(0))
-        self._model = path if isinstance(path, bytes) else str(self.path)
+        try:  # the bytes, not the path: a second session is made later, when the file may be gone (a temp export)
+            self._model = path if isinstance(path, bytes) else self.path.read_bytes()
+        except OSError as e:
+            raise ValueError(f"{self.path}: cannot read the ONNX file ({e})") from e
         self.session = self._session(1)
         self._wide: Any = None  # intra-op threads for a call too small to split (one image), made when first needed
         meta = self.session.get_modelmeta().custom_metadata_map
