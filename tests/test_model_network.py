@@ -87,6 +87,24 @@ def test_checkpoint_round_trip_and_errors(tmp_path):
         load_checkpoint(bad)
 
 
+def test_same_model_gives_the_same_checkpoint_bytes(tmp_path):
+    """The checkpoint sha256 is the model's identity (registry, Bento labels, ONNX metadata): two runs that train
+    the same weights must write the same file, whatever the (random) temporary name of the atomic write."""
+    import hashlib
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone="mobilenetv3_small_050", input_size=64, crop={"size": 64})).eval()
+    digests = set()
+    for name in ("a/model.pt", "b/model.pt", "c/other_name.pt"):
+        path = tmp_path / name
+        save_checkpoint(path, model, {"stage": "test", "val_nme": 0.04})
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+        assert not [p for p in path.parent.iterdir() if p.name != path.name]  # no temporary left beside it
+    assert len(digests) == 1
+    loaded, _ = load_checkpoint(tmp_path / "c/other_name.pt")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
 def test_flip_test_averages_the_mirrored_prediction_back_in_place():
     cfg = ModelConfig(backbone="mobilenetv3_small_050", input_size=64, head_channels=32)
     torch.manual_seed(0)

@@ -8,6 +8,7 @@ scheduler, epoch, early-stopping and random-generator states so an interrupted r
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from facelandmarks.fsutil import atomic_path
 from facelandmarks.model.config import ModelConfig
 from facelandmarks.model.network import LandmarkModel, build_model
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "save_checkpoint", "load_checkpoint", "read_checkpoint", "write_torch"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -32,9 +33,28 @@ def _state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
 
 
+def write_torch(path: str | os.PathLike, obj: Any) -> None:
+    """``torch.save`` to ``path`` atomically, the same bytes for the same object.
+
+    ``torch.save`` to a file path names the folder inside its zip archive after the file, and an atomic
+    write saves under a random temporary name (:func:`facelandmarks.fsutil.atomic_path`): the same weights
+    then got other bytes, so another checkpoint sha256, in every run (found by comparing a fresh clone's
+    ``dvc repro`` with the committed one: bit-identical tensors, different files). Saved through memory the
+    folder is always ``archive``.
+
+    Args:
+        path: destination file.
+        obj: what ``torch.save`` takes (tensors and plain containers, for ``weights_only`` loading).
+    """
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getbuffer())
+
+
 def save_checkpoint(path: str | os.PathLike, model: LandmarkModel, meta: dict[str, Any] | None = None,
                     **extra: Any) -> None:
-    """Write a model checkpoint atomically.
+    """Write a model checkpoint atomically; the same model and meta give the same bytes (:func:`write_torch`).
 
     Args:
         path: destination (``models/<stage>/model.pt`` or ``last.pt``).
@@ -49,8 +69,7 @@ def save_checkpoint(path: str | os.PathLike, model: LandmarkModel, meta: dict[st
         "meta": dict(meta or {}),
         **extra,
     }
-    with atomic_path(path) as tmp:
-        torch.save(blob, tmp)
+    write_torch(path, blob)
 
 
 def read_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:

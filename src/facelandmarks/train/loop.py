@@ -36,9 +36,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from facelandmarks.device import resolve_device
-from facelandmarks.fsutil import atomic_path
 from facelandmarks.metrics.nme import nme, normaliser
-from facelandmarks.model.checkpoint import read_checkpoint, save_checkpoint
+from facelandmarks.model.checkpoint import read_checkpoint, save_checkpoint, write_torch
 from facelandmarks.model.prediction import predict_crops
 from facelandmarks.model.losses import LossName, landmark_loss
 from facelandmarks.model.network import LandmarkModel
@@ -352,8 +351,7 @@ def fit(
     if main:
         blob = read_checkpoint(last_path)
         blob["finished"] = True
-        with atomic_path(last_path) as tmp:
-            torch.save(blob, tmp)
+        write_torch(last_path, blob)
     ddp.barrier(ctx)  # no rank leaves before rank 0 has written its files
     return FitResult(
         best_val_nme=stopper.best,
