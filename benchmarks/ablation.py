@@ -48,13 +48,13 @@ EXPERIMENT = "facelandmarks-ablation"
 
 #: The pretrain variants compare against ImageNet MobileNetV2 on 300-W alone (the reference they were run
 #: against; the default pipeline now also pretrains on YouTube-Faces, the ``+ytf`` row).
-_300W_ONLY = ["pretrain.dataset=300w", "pretrain.variants_per_dataset={}"]
+_300W_ONLY = ["pretrain.dataset=300w", "pretrain.variants_per_dataset={}", "train.heatmap_loss=0"]
 #: The first finetune rows ran from the earlier 300-W-only pretrained model with the then default 1:1 mix,
 #: all finetune rows but the ``-wise`` ones without WiSE-FT (the finetuned weights as trained).
-_NO_WISE = ["finetune.wise_ft.alphas=[]"]
+_NO_WISE = ["finetune.wise_ft.alphas=[]", "train.heatmap_loss=0"]
 _MIX1 = ["finetune.mix={300w: 1.0}", *_NO_WISE]
 _MIX2 = ["finetune.mix={300w: 2.0}", *_NO_WISE]
-_WISE = ["finetune.wise_ft.alphas=[0.5, 0.6, 0.7, 0.8, 0.9]", "finetune.wise_ft.max_forgetting=0.003"]
+_WISE = ["finetune.wise_ft.alphas=[0.5, 0.6, 0.7, 0.8, 0.9]", "finetune.wise_ft.max_forgetting=0.003", "train.heatmap_loss=0"]
 
 #: name -> (stage, overrides, what it tests). The first pretrain row is the reference. Overrides apply on top
 #: of params.yaml in order; every row pins what it compares, so a rerun measures the same thing.
@@ -62,9 +62,19 @@ VARIANTS: dict[str, tuple[str, list[str], str]] = {
     "mnv2-imagenet": ("pretrain", _300W_ONLY, "reference: ImageNet MobileNetV2, 160 px, heatmap stride 8, 300-W"),
     "mnv2-random": ("pretrain", [*_300W_ONLY, "model.pretrained=false"], "random initialisation"),
     "mnv2-imagenet+ytf": ("pretrain", ["pretrain.dataset=[300w, youtube_faces68]",
-                                       "pretrain.variants_per_dataset={youtube_faces68: 1}"],
+                                       "pretrain.variants_per_dataset={youtube_faces68: 1}", "train.heatmap_loss=0"],
                           "+ YouTube-Faces train frames (plain crops): the default since"),
     "mnv2-imagenet-stride4": ("pretrain", [*_300W_ONLY, "model.heatmap_stride=4"], "heatmap stride 4 (40x40 cells)"),
+    "mnv2-imagenet-wing": ("pretrain", [*_300W_ONLY, "train.loss=wing"],
+                           "Wing loss on coordinates (Feng et al. CVPR 2018; w 10, eps 2 crop px) instead of L1"),
+    "mnv2-imagenet-hm3": ("pretrain", [*_300W_ONLY, "train.heatmap_loss=3.0"],
+                          "+ heatmap supervision: DSNT regulariser (JS to a 1-cell Gaussian), weight 3"),
+    "mnv2-imagenet-hm10": ("pretrain", [*_300W_ONLY, "train.heatmap_loss=10.0"],
+                           "+ heatmap supervision: DSNT regulariser (JS to a 1-cell Gaussian), weight 10"),
+    "mnv2-imagenet-hm30": ("pretrain", [*_300W_ONLY, "train.heatmap_loss=30.0"],
+                           "+ heatmap supervision: DSNT regulariser (JS to a 1-cell Gaussian), weight 30"),
+    "mnv2-imagenet-hm100": ("pretrain", [*_300W_ONLY, "train.heatmap_loss=100.0"],
+                            "+ heatmap supervision: DSNT regulariser (JS to a 1-cell Gaussian), weight 100"),
     "mnv2-imagenet-regression": ("pretrain", [*_300W_ONLY, "model.head=regression"], "regression head (GAP + MLP), no heatmap"),
     "effnet-lite0-imagenet": ("pretrain", [*_300W_ONLY, "model.backbone=tf_efficientnet_lite0"], "ImageNet EfficientNet-Lite0"),
     "mnv3s-random": ("pretrain", [*_300W_ONLY, "model.backbone=mobilenetv3_small_100", "model.pretrained=false"],
@@ -223,7 +233,8 @@ def _rows(rows: list[tuple[str, dict]], cells) -> list[str]:
 
 
 def table(rows: dict[str, dict], epochs: int) -> str:
-    """The README's markdown tables of the results."""
+    """The README's markdown tables of the results, rows in :data:`VARIANTS` order (then any others)."""
+    rows = {**{n: rows[n] for n in VARIANTS if n in rows}, **rows}
     pre = [(n, r) for n, r in rows.items() if r.get("stage") == "pretrain"]
     fin = [(n, r) for n, r in rows.items() if r.get("stage") == "finetune"]
     lines = [f"Pretrain ablation: {epochs} epochs each on the same augmented 300-W rows (the +ytf row adds YouTube-Faces; "

@@ -72,8 +72,10 @@ def test_parent_run_carries_key_params_and_headline_metrics_for_the_runs_table(s
 
     params = {**PARAMS, "crop": {"size": 160}, "model": {**PARAMS["model"], "pretrained": "imagenet"},
               "pretrain": {"dataset": ["300w", "youtube_faces68"], "epochs": 12},
-              "finetune": {"dataset": "infanface", "mix": {"300w": 1.0}, "epochs": 10}}
+              "finetune": {"dataset": "infanface", "mix": {"300w": 1.0}, "epochs": 10},
+              "train": {"loss": "l1", "heatmap_loss": 30.0}}
     assert key_params(params) == {"backbone": "resnet18", "head": "heatmap", "init": "imagenet", "input_size": "160",
+                                  "loss": "l1", "heatmap_loss": "30.0",
                                   "pretrain_data": "300w+youtube_faces68", "pretrain_epochs": "12",
                                   "finetune_data": "infanface+300w", "finetune_epochs": "10"}
     tree = {"finetune": {"end_to_end": {"300w": {"test": {"all": {"faces": 3, "nme_inter_ocular": 0.04, "detected": 0.9}}}},

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from facelandmarks.model.losses import adaptive_wing, landmark_loss, wing
+from facelandmarks.model.codecs import SoftArgmaxCodec
+from facelandmarks.model.losses import adaptive_wing, heatmap_js, landmark_loss, wing
 
 
 @pytest.mark.parametrize("kind", ["l1", "l2", "wing", "awing"])
@@ -66,7 +67,48 @@ def test_adaptive_wing_is_continuous_at_theta_and_adapts_to_the_target():
 
 
 def test_shape_mismatch_and_unknown_loss_are_errors():
+    # gradients stay finite where the target map holds exact zeros (cells far from the point)
+    logits = torch.randn(1, 3, 20, 20, requires_grad=True)
+    heatmap_js(torch.softmax(logits.flatten(2), -1).view(1, 3, 20, 20), target).backward()
+    assert bool((target == 0).any()) and bool(torch.isfinite(logits.grad).all())
     with pytest.raises(ValueError, match="differ in shape"):
         landmark_loss(torch.zeros(1, 68, 2), torch.zeros(1, 5, 2))
     with pytest.raises(ValueError, match="unknown loss"):
         landmark_loss(torch.zeros(1, 5, 2), torch.zeros(1, 5, 2), kind="huber")
+
+
+def test_heatmap_js_is_zero_on_the_target_ln2_when_disjoint_and_matches_a_hand_computed_case():
+    codec = SoftArgmaxCodec(stride=8, sigma=1.0)
+    points = torch.tensor([[[43.5, 83.5], [100.0, 20.0]]])  # crop pixels of a 160-px crop (20x20 cells)
+    target = codec.encode(points, (20, 20))
+    assert heatmap_js(target, target).item() == 0.0
+    one_hot = torch.zeros(1, 2, 20, 20)
+    one_hot[0, :, 0, 0] = 1.0  # all mass in a corner cell the targets give ~nothing
+    far = codec.encode(torch.tensor([[[155.5, 155.5], [155.5, 155.5]]]), (20, 20))
+    # disjoint support: JS = ln 2 exactly; here the corner holds exp(-2 * 19^2 / 2)-ish of the target: ~ln 2
+    assert heatmap_js(one_hot, far).item() == pytest.approx(math.log(2.0), abs=1e-6)
+    # two cells, p = (1, 0), q = (1/2, 1/2): m = (3/4, 1/4); JS = (ln(4/3) + (ln(2/3) + ln 2) / 2) / 2 by hand
+    p = torch.zeros(1, 1, 1, 2)
+    p[..., 0] = 1.0
+    q = torch.full((1, 1, 1, 2), 0.5)
+    by_hand = 0.5 * (math.log(4 / 3) + 0.5 * (math.log(2 / 3) + math.log(2.0)))
+    assert heatmap_js(p, q).item() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_heatmap_js_ignores_hidden_points_and_points_outside_the_map():
+    codec = SoftArgmaxCodec(stride=8, sigma=1.0)
+    points = torch.tensor([[[40.0, 40.0], [80.0, 80.0], [900.0, 900.0]]])  # the third is far outside
+    target = codec.encode(points, (20, 20))
+    assert float(target[0, 2].sum()) < 0.5
+    wrong = torch.softmax(torch.randn(1, 3, 20, 20), dim=-1)
+    mixed = target.clone()
+    mixed[0, 1] = wrong[0, 1]
+    visible = torch.tensor([[True, False, True]])
+    assert heatmap_js(mixed, target, visible).item() == 0.0  # the wrong map is hidden, the third is outside
+    assert heatmap_js(mixed, target).item() > 0.0
+    # gradients stay finite where the target map holds exact zeros (cells far from the point)
+    logits = torch.randn(1, 3, 20, 20, requires_grad=True)
+    heatmap_js(torch.softmax(logits.flatten(2), -1).view(1, 3, 20, 20), target).backward()
+    assert bool((target == 0).any()) and bool(torch.isfinite(logits.grad).all())
+    with pytest.raises(ValueError, match="differ in shape"):
+        heatmap_js(target, target[:, :2])

@@ -45,6 +45,24 @@ def test_two_epochs_reduce_the_loss_and_write_a_checkpoint_that_predicts_the_sam
     assert read_checkpoint(tmp_path / "last.pt")["finished"] is True
 
 
+@pytest.mark.slow
+def test_heatmap_supervision_changes_the_training_and_needs_a_heatmap_head(landmark_crops, tmp_path):
+    torch.set_num_threads(2)
+    train, val = landmark_crops.subset(slice(0, 16)), landmark_crops.subset(slice(16, 24))
+    data = FaceDataset(train, IBUG68, OnlineAugment(), seed=1)
+    runs = {}
+    for weight in (0.0, 10.0):
+        model = _model()
+        runs[weight] = fit(model, data, val, [{"params": model.parameters(), "lr": 3e-3}],
+                           _opts(1, heatmap_loss=weight), tmp_path / f"m{weight}.pt", tmp_path / f"l{weight}.pt")
+    # same seed and data: the JS term (> 0 for any softmax map) is what makes the loss larger
+    assert runs[10.0].history[0].train_loss > runs[0.0].history[0].train_loss
+    regression = build_model(ModelConfig(backbone="mobilenetv3_small_050", head="regression", input_size=64))
+    with pytest.raises(ValueError, match="needs a heatmap head"):
+        fit(regression, data, val, [{"params": regression.parameters(), "lr": 3e-3}], _opts(1, heatmap_loss=1.0),
+            tmp_path / "r.pt", tmp_path / "rl.pt")
+
+
 class _Interrupt(Exception):
     pass
 

@@ -155,7 +155,7 @@ def _datasets_of(stage: Mapping[str, Any]) -> str:
 
 def key_params(params: Mapping[str, Any]) -> dict[str, str]:
     """The few params that tell pipelines apart in the MLflow runs table (parent runs): backbone, head,
-    init, input size, loss, training data and epochs of each training stage."""
+    init, input size, loss (and heatmap-loss weight), training data and epochs of each training stage."""
     model = params.get("model") or {}
     train = params.get("train") or {}
     out = {
@@ -164,6 +164,7 @@ def key_params(params: Mapping[str, Any]) -> dict[str, str]:
         "init": model.get("pretrained"),
         "input_size": (params.get("crop") or {}).get("size"),
         "loss": train.get("loss"),
+        "heatmap_loss": train.get("heatmap_loss"),
         "flip_test": model.get("flip_test"),
     }
     for stage in ("pretrain", "finetune"):

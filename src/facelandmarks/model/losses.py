@@ -17,6 +17,11 @@ the mean over visible points (0 when no point is visible).
   :func:`adaptive_wing` is that elementwise function. On coordinates (:func:`landmark_loss` with
   ``"awing"``) the target intensity is ``y = 0`` (a point's error is compared with "no error"), which gives a
   loss that is smooth, ~``|d|^2.1`` near zero, and linear for errors above ``theta``.
+
+Heatmap supervision (:func:`heatmap_js`) is the DSNT regulariser (Nibali et al., "Numerical Coordinate
+Regression with Convolutional Neural Networks", arXiv:1801.07372, 2018, eq. 8): the Jensen-Shannon divergence
+between a head's softmax heatmap and a Gaussian centred on the target point, added to the coordinate loss so the
+heatmap is one compact blob where the point is, not any distribution with the right mean.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["LossName", "l1", "l2", "wing", "adaptive_wing", "LOSSES", "masked_mean", "landmark_loss"]
+__all__ = ["LossName", "l1", "l2", "wing", "adaptive_wing", "LOSSES", "masked_mean", "landmark_loss", "heatmap_js"]
 
 LossName = Literal["l1", "l2", "wing", "awing"]
 
@@ -111,3 +116,39 @@ def landmark_loss(
         raise ValueError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
     e = LOSSES[kind](pred.float() - target.float())
     return masked_mean(e.sum(dim=-1), visible)
+
+
+def _kl_to_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``KL(a || (a + b) / 2)`` over the last axis, as ``sum a ln(2a / (a + b))``: exactly 0 for ``a = b``, and
+    finite with finite gradients where a map holds zeros. Values below the smallest normal float32 count as 0
+    (a subnormal halves to 0, and its reciprocal overflows)."""
+    tiny = torch.finfo(torch.float32).tiny
+    used = a >= tiny
+    ratio = torch.where(used, 2.0 * a / torch.where(used, a + b, torch.ones_like(a)), torch.ones_like(a))
+    return torch.where(used, a * torch.log(ratio), torch.zeros_like(a)).sum(-1)
+
+
+def heatmap_js(prob: torch.Tensor, target: torch.Tensor, visible: torch.Tensor | None = None) -> torch.Tensor:
+    """Jensen-Shannon divergence between predicted and target heatmaps, masked mean over points (DSNT, eq. 8).
+
+    ``JS(p, q) = KL(p || m) / 2 + KL(q || m) / 2`` with ``m = (p + q) / 2``, natural log: 0 for equal maps,
+    at most ``ln 2`` for maps with disjoint support.
+
+    Args:
+        prob: ``(B, K, H, W)`` predicted probability maps (a softmax: each map sums to 1).
+        target: ``(B, K, H, W)`` target maps (:meth:`facelandmarks.model.codecs.SoftArgmaxCodec.encode`). A map
+            that sums to less than 0.5 (its point far outside the heatmap) is left out, like a hidden point.
+        visible: ``(B, K)`` bool, or None (all points count).
+    Returns:
+        Scalar, nats: the mean JS divergence over the points that count (0 when none does).
+    Raises:
+        ValueError: ``prob`` and ``target`` differ in shape.
+    """
+    if prob.shape != target.shape:
+        raise ValueError(f"heatmaps {tuple(prob.shape)} and targets {tuple(target.shape)} differ in shape")
+    p, q = prob.float().flatten(2), target.float().flatten(2)
+    kl_p, kl_q = _kl_to_mean(p, q), _kl_to_mean(q, p)
+    js = 0.5 * (kl_p + kl_q)
+    inside = q.sum(-1) >= 0.5
+    mask = inside if visible is None else inside & visible.bool()
+    return masked_mean(js, mask)

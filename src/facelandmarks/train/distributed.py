@@ -217,9 +217,10 @@ def train_sampler(dataset: Dataset, seed: int, ctx: DistContext | None = None) -
 
 
 class TrainForward(nn.Module):
-    """``model.forward_train(x)["coords"]`` as ``forward``: what DDP wraps (DDP syncs gradients of ``forward`` only).
+    """``model.forward_train(x)`` as ``forward``: what DDP wraps (DDP syncs gradients of ``forward`` only).
 
-    Input ``(B, 3, S, S)`` float; output ``(B, K, 2)`` crop-pixel coordinates.
+    Input ``(B, 3, S, S)`` float; output the head's dict: ``coords`` ``(B, K, 2)`` crop pixels, and for a heatmap
+    head ``heatmaps`` ``(B, K, H, W)`` softmax maps.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -227,11 +228,11 @@ class TrainForward(nn.Module):
         self.model = model
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_train(x)["coords"]
+        return self.model.forward_train(x)
 
 
 def wrap_for_training(model: nn.Module, device: torch.device, ctx: DistContext | None = None) -> nn.Module:
-    """The module the training step calls: :class:`TrainForward`, wrapped in DDP in a distributed run.
+    """The module the training step calls (``forward_train``'s dict): :class:`TrainForward`, wrapped in DDP in a distributed run.
 
     DDP broadcasts rank 0's parameters and buffers when it is built, so all ranks start alike.
     """

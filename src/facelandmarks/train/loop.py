@@ -4,6 +4,8 @@ One call of :func:`fit` trains a :class:`~facelandmarks.model.network.LandmarkMo
 
 * every epoch: shuffled mini-batches (order fixed by the seed and epoch), online augmentation, the
   coordinate loss masked by visibility (:func:`facelandmarks.model.losses.landmark_loss`, in crop pixels),
+  plus, when ``heatmap_loss`` > 0, that weight times the DSNT heatmap regulariser
+  (:func:`facelandmarks.model.losses.heatmap_js` against the codec's Gaussian targets),
   one LR-scheduler step per optimiser step; then the mean inter-ocular NME on the validation faces;
 * the LR follows a linear warm-up and a cosine over the optimiser steps of ``epochs`` epochs; schedule, early
   stopping and the best epoch depend only on the data, the params and the seed (never on elapsed time);
@@ -39,7 +41,8 @@ from facelandmarks.device import resolve_device
 from facelandmarks.metrics.nme import nme, normaliser
 from facelandmarks.model.checkpoint import read_checkpoint, save_checkpoint, write_torch
 from facelandmarks.model.prediction import predict_crops
-from facelandmarks.model.losses import LossName, landmark_loss
+from facelandmarks.model.codecs import SoftArgmaxCodec
+from facelandmarks.model.losses import LossName, heatmap_js, landmark_loss
 from facelandmarks.model.network import LandmarkModel
 from facelandmarks.model.preprocess import to_tensor
 from facelandmarks.schemes import LandmarkScheme
@@ -64,6 +67,9 @@ class FitOptions:
         warmup_epochs: linear LR warm-up length (fractions allowed).
         min_lr_factor: final LR as a fraction of the peak (cosine end).
         loss: coordinate loss name.
+        heatmap_loss: weight of the DSNT heatmap regulariser (Jensen-Shannon divergence to a Gaussian at the
+            target, nats) added to the coordinate loss (crop pixels); 0: coordinates only. Heatmap heads only.
+        heatmap_sigma: the target Gaussian's standard deviation, heatmap cells.
         patience: early stopping after this many epochs without a better validation NME (0: never).
         min_delta: NME decrease that counts as better.
         max_minutes: safety cap on training time (None: none). It never changes the LR schedule; when the
@@ -85,6 +91,8 @@ class FitOptions:
     warmup_epochs: float = 1.0
     min_lr_factor: float = 0.01
     loss: LossName = "l1"
+    heatmap_loss: float = 0.0
+    heatmap_sigma: float = 1.0
     patience: int = 15
     min_delta: float = 0.0
     max_minutes: float | None = None
@@ -201,10 +209,17 @@ def fit(
     Returns:
         :class:`FitResult`.
     Raises:
-        ValueError: no training batch (fewer faces than ``batch_size``) or no validation face.
+        ValueError: no training batch (fewer faces than ``batch_size``) or no validation face; or
+            ``heatmap_loss`` > 0 for a head without heatmaps.
     """
     if len(val_faces) == 0:
         raise ValueError("no validation faces")
+    codec = None
+    if opts.heatmap_loss > 0:
+        stride = getattr(model.head, "stride", None)
+        if stride is None:
+            raise ValueError(f"heatmap_loss {opts.heatmap_loss} needs a heatmap head, got {type(model.head).__name__}")
+        codec = SoftArgmaxCodec(int(stride), opts.heatmap_sigma)
     batch_size = min(opts.batch_size, len(train_set))
     if batch_size == 0:
         raise ValueError("no training faces")
@@ -270,7 +285,7 @@ def fit(
 
     stopped_early = stopper.should_stop
     stopped_by_time_cap = False
-    step_module = ddp.wrap_for_training(model, device, ctx)  # forward_train(x)["coords"], DDP when distributed
+    step_module = ddp.wrap_for_training(model, device, ctx)  # forward_train(x), DDP when distributed
     epochs_bar = tqdm(range(start_epoch, opts.epochs), desc="epochs", initial=start_epoch, total=opts.epochs,
                       disable=not (opts.progress and main), dynamic_ncols=True)
     for epoch in epochs_bar:
@@ -291,8 +306,11 @@ def fit(
             targets = targets.to(device, non_blocking=True)
             visible = visible.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-                pred = step_module(x)
-            loss = landmark_loss(pred.float(), targets, visible, opts.loss)
+                out = step_module(x)
+            loss = landmark_loss(out["coords"].float(), targets, visible, opts.loss)
+            if codec is not None:
+                maps = out["heatmaps"]
+                loss = loss + opts.heatmap_loss * heatmap_js(maps, codec.encode(targets, maps.shape[-2:]), visible)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             schedule.set(step)

@@ -23,6 +23,9 @@ class TrainParams(StrictModel):
         warmup_epochs: linear LR warm-up, epochs.
         min_lr_factor: LR at the end of the cosine, as a fraction of the peak.
         loss: ``l1``, ``l2``, ``wing`` or ``awing`` on coordinates in crop pixels, masked by visibility.
+        heatmap_loss: weight of the DSNT heatmap regulariser (Nibali et al. 2018: Jensen-Shannon divergence of
+            each softmax heatmap to a Gaussian at the target) added to the coordinate loss; 0: off. Heatmap head only.
+        heatmap_sigma: that Gaussian's standard deviation in heatmap cells.
         patience: early stopping after this many epochs without a better validation NME (0: off).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda``.
         amp: mixed precision on CUDA (ignored on the CPU).
@@ -45,6 +48,8 @@ class TrainParams(StrictModel):
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr_factor: float = Field(0.01, ge=0, le=1)
     loss: LossName = "l1"
+    heatmap_loss: float = Field(0.0, ge=0)
+    heatmap_sigma: float = Field(1.0, gt=0)
     patience: int = Field(15, ge=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     amp: bool = True

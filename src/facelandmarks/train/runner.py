@@ -229,6 +229,8 @@ def fit_options(train: TrainParams, stage: _StageParams, seed: int) -> FitOption
         warmup_epochs=train.warmup_epochs,
         min_lr_factor=train.min_lr_factor,
         loss=train.loss,
+        heatmap_loss=train.heatmap_loss,
+        heatmap_sigma=train.heatmap_sigma,
         patience=train.patience,
         max_minutes=stage.max_minutes,
         device=train.device,
