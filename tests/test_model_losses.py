@@ -67,10 +67,6 @@ def test_adaptive_wing_is_continuous_at_theta_and_adapts_to_the_target():
 
 
 def test_shape_mismatch_and_unknown_loss_are_errors():
-    # gradients stay finite where the target map holds exact zeros (cells far from the point)
-    logits = torch.randn(1, 3, 20, 20, requires_grad=True)
-    heatmap_js(torch.softmax(logits.flatten(2), -1).view(1, 3, 20, 20), target).backward()
-    assert bool((target == 0).any()) and bool(torch.isfinite(logits.grad).all())
     with pytest.raises(ValueError, match="differ in shape"):
         landmark_loss(torch.zeros(1, 68, 2), torch.zeros(1, 5, 2))
     with pytest.raises(ValueError, match="unknown loss"):
