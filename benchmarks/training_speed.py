@@ -65,9 +65,11 @@ def training_throughput(reports: dict[str, Path] | None = None) -> dict:
     Args:
         reports: stage -> report path (:data:`STAGE_REPORTS`).
     Returns:
-        ``{stage: {"images_per_s", "report", "device", "train_s", "threads", "epochs", "backbone", "input_size"}
-        or {"missing": reason}}``. The training stages count augmented faces per second of epoch time
-        (validation included), on the device and threads they ran with.
+        ``{stage: {"images_per_s", "report", "device", "train_s", "threads", "epochs", "backbone", "input_size",
+        "stopped_by_time_cap", "max_minutes"} or {"missing": reason}}``. The training stages count augmented faces
+        per second of epoch time (validation included), on the device and threads they ran with;
+        ``stopped_by_time_cap`` says the stage's ``max_minutes`` safety cap ended its training before the epochs the
+        params ask for (its model is then not the run the params describe).
     """
     out = {}
     for stage, path in (reports or STAGE_REPORTS).items():
@@ -90,6 +92,8 @@ def training_throughput(reports: dict[str, Path] | None = None) -> dict:
             "epochs": _field(report, "epochs_run"),
             "backbone": _field(report, "backbone"),
             "input_size": _field(report, "input_size"),
+            "stopped_by_time_cap": bool(_field(report, "stopped_by_time_cap")),
+            "max_minutes": _field(report, "max_minutes"),
         }
         if ips is None:
             out[stage]["missing"] = f"{p} gives no images-per-second figure (keys tried: {', '.join(THROUGHPUT_KEYS)})"

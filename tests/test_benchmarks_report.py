@@ -163,3 +163,28 @@ def test_serving_table_of_an_older_run_without_the_new_fields():
     assert ("| `/faces_batch` (adaptive batching) | 8 | 100 (0 bad) | 6.5 | 1205 ms | 1300 ms | n/a | n/a | 5 | n/a |"
             in block)
     assert "not measured: the service has no /faces endpoint" in block
+
+
+def test_repro_target_is_missed_when_a_training_stage_hit_its_time_cap(tmp_path):
+    """A pipeline that finished in time only because the pretrain stage's ``max_minutes`` cap cut its epochs did not
+    run what the params ask; the target row says so, and so does the training table."""
+    import json
+
+    from benchmarks.training_speed import training_throughput
+
+    capped = {"train_images_per_second": 35.4, "train_seconds": 3068.4, "epochs_run": 15, "stopped_by_time_cap": True,
+              "max_minutes": 50.0, "device": "cpu", "threads": 2}
+    full = {**capped, "epochs_run": 10, "stopped_by_time_cap": False, "max_minutes": 25.0}
+    (tmp_path / "pretrain.json").write_text(json.dumps(capped))
+    (tmp_path / "finetune.json").write_text(json.dumps(full))
+    throughput = training_throughput({"pretrain": tmp_path / "pretrain.json", "finetune": tmp_path / "finetune.json"})
+    assert throughput["pretrain"]["stopped_by_time_cap"] and not throughput["finetune"]["stopped_by_time_cap"]
+    results = {"training": {"repro": {"wall_s": 71.9 * 60}, "throughput": throughput}}
+    [row] = [t for t in evaluate_targets(results) if "dvc repro" in t["target"]]
+    assert row["met"] is False
+    assert "pretrain stopped by its 50.0-min time cap after 15 epochs" in row["measured"]
+    assert "finetune" not in row["measured"]
+    # the same wall time without the cap is met
+    throughput["pretrain"]["stopped_by_time_cap"] = False
+    [row] = [t for t in evaluate_targets(results) if "dvc repro" in t["target"]]
+    assert row["met"] is True
