@@ -365,7 +365,9 @@ def test_a_face_that_is_covered_ends_its_track_at_once_with_the_onet_check(follo
     """A face covered by a textured patch at frame 10, detector every 50 frames: MTCNN's O-net scores the track's
     box below ``min_face_score`` on that frame, so the detector runs there, misses the face and the track ends
     (``max_misses`` 1: one confirming run on the next frame). While the face shows, each frame's score is the
-    O-net's on that frame's box."""
+    O-net's on that frame's box. The landmark-box checks (``max_scale_change``, ``max_shift``) are loosened in both
+    runs: whether they fire on a noise patch depends on the network's guesses there (a stand-in trained on another
+    CPU differs), and the test is about what the O-net check adds."""
     import cv2
 
     from facelandmarks.io.images import read_image
@@ -377,10 +379,11 @@ def test_a_face_that_is_covered_ends_its_track_at_once_with_the_onet_check(follo
     noise = np.random.default_rng(0).integers(0, 256, a.shape, dtype=np.uint8)
     cover = cv2.GaussianBlur(noise, (0, 0), 3)
     seq = [_canvas((a if k < 10 else cover, 200, 100)) for k in range(20)]
-    results = list(VideoLandmarker(follower, _params(50, min_face_score=0.8)).track(seq, fps=30.0))
+    loose = {"max_scale_change": 100.0, "max_shift": 100.0}
+    results = list(VideoLandmarker(follower, _params(50, min_face_score=0.8, **loose)).track(seq, fps=30.0))
     assert [r.index for r in results if r.detector] == [0, 10]
     assert all(len(r.faces) == 1 for r in results[:10]) and not any(r.faces for r in results[10:])
-    without = list(VideoLandmarker(follower, _params(50)).track(seq, fps=30.0))
+    without = list(VideoLandmarker(follower, _params(50, **loose)).track(seq, fps=30.0))
     assert [r.index for r in without if r.detector] == [0] and all(r.faces for r in without[10:13])  # without: it lingers
     for r in results[1:10]:  # per frame, the O-net's on that frame's box (not the detection's score carried along)
         f = r.faces[0]
