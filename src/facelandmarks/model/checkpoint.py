@@ -45,6 +45,9 @@ def write_torch(path: str | os.PathLike, obj: Any) -> None:
     Args:
         path: destination file.
         obj: what ``torch.save`` takes (tensors and plain containers, for ``weights_only`` loading).
+    Raises:
+        OSError: the folder is missing or not writable (nothing is left at ``path`` or beside it).
+        pickle.PicklingError, TypeError: ``obj`` holds something ``torch.save`` cannot store.
     """
     buf = io.BytesIO()
     torch.save(obj, buf)

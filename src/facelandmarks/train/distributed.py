@@ -227,7 +227,9 @@ class TrainForward(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``model.forward_train(x)``: ``x`` ``(B, 3, S, S)`` float32 -> ``{"coords": (B, K, 2) float32 crop
+        pixels, "heatmaps": (B, K, H, W) softmax heatmaps (heatmap head only)}``."""
         return self.model.forward_train(x)
 
 
