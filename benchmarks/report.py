@@ -143,7 +143,8 @@ def evaluate_targets(results: dict) -> list[dict]:
     if measured and capped:
         measured += "; " + ", ".join(capped) + ": not the run the params describe"
     rows.append({
-        "target": f"A whole `dvc repro` (every stage, default params) at most {TARGET_REPRO_MIN:g} minutes on the CPU",
+        "target": f"A whole `dvc repro` (every stage, default params) at most {TARGET_REPRO_MIN:g} minutes on the CPU "
+                  "(the issue's fresh-clone `make repro` adds the venv install and `dvc pull`: timed apart, see README)",
         "measured": measured,
         "met": None if wall is None else bool(wall <= 60 * TARGET_REPRO_MIN and not capped),
     })
