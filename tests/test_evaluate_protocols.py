@@ -53,6 +53,9 @@ class OracleLandmarker:
     def landmarks_in_boxes(self, image, boxes):
         return np.stack([self._lookup(image, b) for b in boxes]) if len(boxes) else np.zeros((0, 68, 2), np.float32)
 
+    def landmarks_in_photo_boxes(self, images, boxes):  # each photo's boxes looked up in that photo only
+        return [self.landmarks_in_boxes(img, b) for img, b in zip(images, boxes, strict=True)]
+
     def faces_from_detections(self, images, detections):
         return [[Face(box=b, score=float(s), landmarks=self._lookup(img, b)) for b, s in zip(d.boxes, d.scores)]
                 for img, d in zip(images, detections)]

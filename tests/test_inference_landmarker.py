@@ -66,6 +66,22 @@ def test_batched_photos_equal_one_by_one(landmarker):
             np.testing.assert_allclose(f.landmarks, g.landmarks, atol=1e-3)
 
 
+def test_boxes_of_several_photos_in_one_batch_equal_photo_by_photo(landmarker):
+    """The crops protocol of evaluation batches the boxes of several photos: same points as one photo at a time,
+    each photo's points in its own pixels, and a photo without boxes gets an empty array."""
+    a, b = _read("face_recognition__biden.jpg"), _read("face_recognition__two_people.jpg")
+    boxes_a = np.stack([f.box for f in landmarker(a)])
+    boxes_b = np.stack([f.box for f in landmarker(b)])
+    together = landmarker.landmarks_in_photo_boxes([a, b, a], [boxes_a, boxes_b, np.zeros((0, 4))])
+    assert [p.shape for p in together] == [(1, 68, 2), (2, 68, 2), (0, 68, 2)]
+    assert all(p.dtype == np.float32 for p in together)
+    np.testing.assert_allclose(together[0], landmarker.landmarks_in_boxes(a, boxes_a), atol=1e-3)
+    np.testing.assert_allclose(together[1], landmarker.landmarks_in_boxes(b, boxes_b), atol=1e-3)
+    assert not np.allclose(together[1][0], together[1][1], atol=5.0)  # two different faces, not one repeated
+    with pytest.raises(ValueError, match="2 photos but 1 box arrays"):
+        landmarker.landmarks_in_photo_boxes([a, b], [boxes_a])
+
+
 def test_landmarks_follow_the_photo_when_it_is_shifted(landmarker):
     """Predictions are in photo pixels: padding the photo on the left/top moves them by exactly the pad."""
     image = _read("face_recognition__obama.jpg")

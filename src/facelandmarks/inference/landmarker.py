@@ -347,12 +347,33 @@ class FaceLandmarker:
         Raises:
             ValueError: a degenerate box.
         """
-        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-        if len(b) == 0:
-            return np.zeros((0, self.scheme.num_points, 2), np.float32)
-        cut = [crop_face(image, box, self.crop) for box in b]
+        return self.landmarks_in_photo_boxes([image], [boxes])[0]
+
+    def landmarks_in_photo_boxes(self, images: Sequence[np.ndarray], boxes: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """:meth:`landmarks_in_boxes` for several photos, the crops of all of them in one batch.
+
+        Args:
+            images: ``(H, W, 3) uint8`` RGB photos.
+            boxes: per photo, ``(n_i, 4)`` MTCNN-like boxes x0, y0, x1, y1 in its pixels (``n_i`` may be 0).
+        Returns:
+            per photo, ``(n_i, K, 2) float32`` landmarks in its pixels.
+        Raises:
+            ValueError: a degenerate box, or not one box array per photo.
+        """
+        if len(images) != len(boxes):
+            raise ValueError(f"landmarks_in_photo_boxes: {len(images)} photos but {len(boxes)} box arrays")
+        per_photo = [np.asarray(b, dtype=np.float64).reshape(-1, 4) for b in boxes]
+        cut = [crop_face(image, box, self.crop) for image, b in zip(images, per_photo) for box in b]
+        k = self.scheme.num_points
+        if not cut:
+            return [np.zeros((0, k, 2), np.float32) for _ in per_photo]
         pred = self.predict_crops(np.stack([c for c, _ in cut]))
-        return np.stack([map_points(p, m) for p, (_, m) in zip(pred, cut)]).astype(np.float32)
+        pts = [map_points(p, m).astype(np.float32) for p, (_, m) in zip(pred, cut)]
+        out, i = [], 0
+        for b in per_photo:
+            out.append(np.stack(pts[i : i + len(b)]) if len(b) else np.zeros((0, k, 2), np.float32))
+            i += len(b)
+        return out
 
     def predict_crops(self, crops: np.ndarray) -> np.ndarray:
         """The network on ready crops.
