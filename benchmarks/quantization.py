@@ -12,8 +12,9 @@ writes.
   over visible points, mean over all faces of a set; failure rate at 0.08. The int8 settings were chosen on
   ``val``; ``test`` is reported.
 * Speed: the landmark network per face on the demo photos' real crops (:func:`benchmarks.speed.landmark_model_speed`),
-  float ONNX vs int8 ONNX (both ONNX Runtime, ``threads`` calls at once, the champion's flip test), in
-  alternating rounds so that both see the same machine load; the median over all rounds.
+  float ONNX vs int8 ONNX (both ONNX Runtime, ``threads`` calls at once, the champion's flip test), and the int8
+  network in one pass (no flip test: the network's own cost, what video mode runs; its accuracy is measured too),
+  in alternating rounds so that all see the same machine load; the median over all rounds.
 
 ``python -m benchmarks.quantization`` runs it alone; ``python -m benchmarks.run`` runs it as the
 ``quantization`` section.
@@ -76,8 +77,8 @@ def nme_summary(per_face: np.ndarray) -> dict:
 
 def _accuracy(faces: pd.DataFrame, landmarkers: dict, scheme) -> dict:
     """``{model: {dataset: {split: nme_summary}}}`` under the ``crops`` protocol, plus ``"agreement"``:
-    ``{dataset: {split: mean NME of each model's points against the first model's}}`` (how far the int8 points
-    are from the float ones, in inter-ocular distances)."""
+    ``{model: {dataset: {split: mean NME of its points against the first model's}}}`` for every model but the
+    first (how far the int8 points are from the float ones, in inter-ocular distances)."""
     from facelandmarks.evaluate.protocols import ModelRun, predict_faces
     from facelandmarks.metrics.nme import nme, normaliser
 
@@ -97,20 +98,21 @@ def _accuracy(faces: pd.DataFrame, landmarkers: dict, scheme) -> dict:
             per_face = nme(pred, gt, norm, np.stack(g["visible"].to_numpy()))
             out.setdefault(name, {}).setdefault(ds, {})[split] = nme_summary(per_face)
             if name != first:
-                out.setdefault("agreement", {}).setdefault(ds, {})[split] = float(nme(pred, ref, norm).mean())
+                out.setdefault("agreement", {}).setdefault(name, {}).setdefault(ds, {})[split] = float(nme(pred, ref, norm).mean())
     return out
 
 
 def run_quantization(model_path: Path, options: QuantizationOptions | None = None) -> dict:
-    """Quantise the champion, then measure both networks.
+    """Quantise the champion, then measure the float network, the int8 one and the int8 one without the flip test.
 
     Args:
         model_path: the champion's checkpoint.
         options: :class:`QuantizationOptions`.
     Returns:
-        ``{"accuracy": {"float" | "int8": {dataset: {split: {"faces", "nme", "fr_08"}}}},
-        plus "agreement": {dataset: {split: mean NME of the int8 points against the float ones}}},
-        "speed": {"onnx_float" | "onnx_int8": {"batch_<B>": {"median_ms", "round_medians_ms", "batch"}}},
+        ``{"accuracy": {"float" | "int8" | "int8_one_pass": {dataset: {split: {"faces", "nme", "fr_08"}}},
+        plus "agreement": {"int8" | "int8_one_pass": {dataset: {split: mean NME of its points against the float
+        ones}}}}, "speed": {"onnx_float" | "onnx_int8" | "onnx_int8_one_pass": {"batch_<B>": {"median_ms",
+        "round_medians_ms", "batch"}}},
         "quantization": the file's settings, "file_mb", "demo_faces", "rounds", "threads", "flip_test", "seconds"}``.
     Raises:
         FileNotFoundError: a table or the checkpoint is missing.
@@ -132,15 +134,19 @@ def run_quantization(model_path: Path, options: QuantizationOptions | None = Non
         crops = calibration_crops(opts.crops_table, ref.config.input_size, opts.calibration_faces)
         path = quantize_onnx(model_path, Path(tmp) / "model.int8.onnx", crops)
         int8 = FaceLandmarker.load(path, runtime="onnx", num_threads=opts.threads, batch_size=64, detector=ref.detector)
+        # the same int8 network without the flip test: one pass per face (what video mode runs), the network's own cost
+        one = FaceLandmarker.load(quantize_onnx(model_path, Path(tmp) / "model.int8.one_pass.onnx", crops, flip_test=False),
+                                  runtime="onnx", num_threads=opts.threads, batch_size=64, detector=ref.detector)
         quant = int8.model.quantization
         file_mb = path.stat().st_size / 1e6
         fl = ref.variant("onnx", num_threads=opts.threads)
-        result: dict = {"accuracy": _accuracy(faces, {"float": ref, "int8": int8}, get_scheme(ref.config.scheme))}
+        result: dict = {"accuracy": _accuracy(faces, {"float": ref, "int8": int8, "int8_one_pass": one},
+                                              get_scheme(ref.config.scheme))}
         _, demo = demo_faces(ref)
         sp = SpeedOptions(threads=opts.threads, batch_sizes=opts.batch_sizes, runs=opts.runs, warmup=3)
-        times: dict = {"onnx_float": {}, "onnx_int8": {}}
+        times: dict = {"onnx_float": {}, "onnx_int8": {}, "onnx_int8_one_pass": {}}
         for _ in range(opts.rounds):
-            for name, lm in (("onnx_float", fl), ("onnx_int8", int8)):
+            for name, lm in (("onnx_float", fl), ("onnx_int8", int8), ("onnx_int8_one_pass", one)):
                 lm.batch_size = max(opts.batch_sizes)
                 for key, v in landmark_model_speed(lm.predict_crops, demo, "cpu", sp).items():
                     times[name].setdefault(key, []).append(v)
@@ -159,24 +165,29 @@ def markdown(q: dict) -> str:
 
     rows = []
     acc = q.get("accuracy") or {}
+    agree = acc.get("agreement") or {}
     for ds in sorted(acc.get("float") or {}):
         for split in SPLITS:
-            f, i = (acc.get(m, {}).get(ds, {}).get(split) or {} for m in ("float", "int8"))
+            f, i, o = (acc.get(m, {}).get(ds, {}).get(split) or {} for m in ("float", "int8", "int8_one_pass"))
             if f:
                 rows.append([DATASET_NAMES.get(ds, ds), split, str(f.get("faces")), _pct(f.get("nme")), _pct(i.get("nme")),
-                             _pct(f.get("fr_08")), _pct(i.get("fr_08")), _pct(acc.get("agreement", {}).get(ds, {}).get(split))])
-    parts = [_table(["data set", "split", "faces", "NME float", "NME int8", "FR@0.08 float", "FR@0.08 int8",
-                     "int8 vs float points"], rows)]
+                             _pct(o.get("nme")), _pct(f.get("fr_08")), _pct(i.get("fr_08")),
+                             _pct(agree.get("int8", {}).get(ds, {}).get(split))])
+    parts = [_table(["data set", "split", "faces", "NME float", "NME int8", "NME int8 one pass", "FR@0.08 float",
+                     "FR@0.08 int8", "int8 vs float points"], rows)]
     srows = []
-    for key in sorted((q.get("speed") or {}).get("onnx_float") or {}, key=lambda k: int(k.split("_")[1])):
-        f, i = q["speed"]["onnx_float"][key], (q["speed"].get("onnx_int8") or {}).get(key) or {}
+    speed = q.get("speed") or {}
+    for key in sorted(speed.get("onnx_float") or {}, key=lambda k: int(k.split("_")[1])):
+        f, i = speed["onnx_float"][key], (speed.get("onnx_int8") or {}).get(key) or {}
+        o = (speed.get("onnx_int8_one_pass") or {}).get(key) or {}
         srows.append([f"batch {f['batch']}", _ms(f["median_ms"]), _ms(i.get("median_ms")),
-                      f"{f['median_ms'] / i['median_ms']:.2f}x" if i.get("median_ms") else "n/a"])
+                      f"{f['median_ms'] / i['median_ms']:.2f}x" if i.get("median_ms") else "n/a", _ms(o.get("median_ms"))])
     parts.append(_table(["landmark network per face (ONNX Runtime, "
                          f"{q.get('threads')} threads, flip test {'on' if q.get('flip_test') else 'off'})",
-                         "float", "int8", "speed-up"], srows))
-    parts.append("Crops protocol (box from the annotation), flip test, every face of each split; \"int8 vs float "
-                 "points\": the int8 points' mean distance from the float points, in inter-ocular distances. "
+                         "float", "int8", "speed-up", "int8, one pass (no flip test)"], srows))
+    parts.append("Crops protocol (box from the annotation), flip test (\"one pass\": without it), every face of each "
+                 "split; \"int8 vs float points\": the int8 points' mean distance from the float points, in inter-ocular "
+                 "distances. "
                  f"Speed: {q.get('demo_faces')} real crops of the demo photos, median of "
                  f"{q.get('rounds')} alternating rounds. File: {q.get('file_mb', 0):.1f} MB; settings: "
                  f"`{json.dumps(q.get('quantization'), sort_keys=True)}`.")

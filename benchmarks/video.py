@@ -717,7 +717,8 @@ def markdown(r: dict) -> str:
                  + (f"; O-net check of each track's box between runs (score >= {r['params']['tracker']['min_face_score']})"
                     if r['params']['tracker'].get('min_face_score') else "")
                  + "; crop motion prediction "
-                 f"{r['params']['tracker'].get('motion', 0.0)}; One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
+                 f"{r['params']['tracker'].get('motion', 0.0)}; crop hold {r['params']['tracker'].get('hold', 0.0)} x box side; "
+                 f"One Euro min_cutoff {r['params']['smoothing']['min_cutoff']} Hz, beta "
                  f"{r['params']['smoothing']['beta']}.")
     meta = m.get("meta") or {}
     if m.get("stand_in") or meta.get("stage") == "benchmark stand-in":

@@ -389,3 +389,40 @@ def test_a_face_that_is_covered_ends_its_track_at_once_with_the_onet_check(follo
         f = r.faces[0]
         assert f.score >= 0.8 and not f.detected
         assert f.score == pytest.approx(float(FaceVerifier().face_scores(seq[r.index], f.box[None])[0]), abs=1e-4)
+
+
+def test_the_crop_hold_keeps_one_crop_on_a_still_face_and_still_follows_a_moving_one(follower):
+    """``hold``: a still face (one real photo, fresh camera noise of 3 grey levels per frame) keeps one crop, so the
+    network's points move far less from frame to frame than when the crop follows every frame's noisy points; on
+    identical frames the points are then exactly the same. A face moving 8 px a frame (a fifth of its box) still
+    has its crop moved with it."""
+    from facelandmarks.io.images import read_image
+    from facelandmarks.media import resize_max_side
+    from facelandmarks.video import VideoLandmarker
+
+    face = resize_max_side(read_image(DEMO / "face_recognition__obama.jpg"), 150)
+    still = _canvas((face, 200, 100))
+    rng = np.random.default_rng(0)
+    noisy = [np.clip(still + rng.normal(0, 3.0, still.shape), 0, 255).astype(np.uint8) for _ in range(40)]
+
+    def face_points(seq, **tracker) -> np.ndarray:
+        """``(T, 68, 2)`` network points of the face's track (MTCNN, with no score floor here, also reports a
+        false face at 0.42 in some frames: the face is the first frame's most confident one)."""
+        results = list(VideoLandmarker(follower, _params(10, **tracker)).track(seq, fps=30.0))
+        face_id = max(results[0].faces, key=lambda f: f.score).track_id
+        faces = [[f for f in r.faces if f.track_id == face_id] for r in results]
+        assert all(len(f) == 1 for f in faces)  # followed in every frame
+        return np.stack([f[0].raw for f in faces])
+
+    def jitter(pts: np.ndarray) -> float:
+        return float(np.linalg.norm(np.diff(pts, axis=0), axis=-1).mean())
+
+    follow, held = jitter(face_points(noisy, hold=0.0)), jitter(face_points(noisy, hold=0.05))
+    assert held < 0.6 * follow, (held, follow)
+    pts = face_points([still] * 12, hold=0.05)
+    assert (pts[3:] == pts[3]).all()  # one crop, one answer
+    # moving: the crop is not held back (the points stay on the face, as without the hold)
+    xs = list(range(20, 640 - face.shape[1], 8))
+    pts = face_points([_canvas((face, x, 100)) for x in xs], hold=0.05)
+    shift = pts[:, :, 0].mean(axis=1) - np.array(xs)  # the points' place relative to the face's
+    assert np.ptp(shift) < 15.0, shift

@@ -64,6 +64,10 @@ class TrackerParams(StrictModel):
             crop). A walking face moves a third of its box per frame in the street clip; a crop that
             stays where the face was gets landmarks pulled back towards the crop centre, and the track
             falls behind and loses the face. 0 = the crop stays where the face was.
+        hold: crop hold, a fraction of the box side: the next frame's crop box stays exactly this frame's while the
+            predicted box (above) is within this of it, in centre shift and in side change; only a larger move
+            moves the crop. A still face then keeps one crop, so its points change only with the pixels, not with
+            the network's own noise fed back through the crop position. 0 = the crop follows every frame.
     """
 
     detect_every: int = Field(5, ge=1)
@@ -78,6 +82,7 @@ class TrackerParams(StrictModel):
     duplicate_iou: float = Field(0.5, gt=0.0, le=1.0)
     calibrate: bool = True
     motion: float = Field(1.0, ge=0.0, le=2.0)
+    hold: float = Field(0.0, ge=0.0, le=0.2)
 
 
 class SmoothingParams(StrictModel):

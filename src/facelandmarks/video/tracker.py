@@ -4,7 +4,8 @@
 
 1. each live track's crop box is derived from its landmarks of the previous frame (the network's own
    points, not the smoothed ones, which lag a moving face), shifted by the smoothed points' move over the
-   last frame (constant-velocity prediction, ``motion``), with the model's ``crop.fallback`` calibration
+   last frame (constant-velocity prediction, ``motion``), or is the previous frame's crop box again while that
+   prediction stays within ``hold`` of it (a still face keeps one crop), with the model's ``crop.fallback`` calibration
    (:func:`facelandmarks.crop.faces.fallback_box`, the same landmark -> MTCNN-like box conversion the
    crop stage uses for missed faces and evaluation uses for annotated faces), and all crops go through
    the landmark network in one batch (:meth:`FaceLandmarker.landmarks_in_boxes`);
@@ -255,6 +256,18 @@ class VideoLandmarker:
         limit = 1.0 + self.tracker.max_scale_change
         return np.isfinite(ratio) & (ratio <= limit) & (ratio >= 1.0 / limit) & (shift <= self.tracker.max_shift)
 
+    def _within_hold(self, box: np.ndarray, crop: np.ndarray) -> bool:
+        """Whether ``box`` is within ``tracker.hold`` of the crop box ``crop`` (centre shift and side change, in
+        crop box sides), so the crop need not move."""
+        hold = self.tracker.hold
+        if hold <= 0:
+            return False
+        side = _side(crop)[0]
+        if not side > 0:
+            return False
+        shift = float(np.linalg.norm(_centre(box)[0] - _centre(crop)[0])) / side
+        return shift <= hold and abs(_side(box)[0] / side - 1.0) <= hold
+
     def _new_track(self, box: np.ndarray, score: float) -> _Track:
         smoother = LandmarkSmoother(self.smoothing, self.landmarker.scheme.num_points, self.fps, float(_side(box)[0]))
         t = _Track(track_id=self._next_id, box=np.asarray(box, np.float64), score=float(score), smoother=smoother)
@@ -389,8 +402,10 @@ class VideoLandmarker:
             box = boxes[i] if t.unsure else self._box_of(out)
             centre = _centre(box if t.unsure or self.smoothing.enabled else self._box_of(smoothed))[0]
             move = centre - t.centre if t.centre is not None and not t.unsure else np.zeros(2)
-            # the next frame's crop: the network's own points (smoothed ones lag a moving face), moved on
-            t.box = boxes[i] + np.tile(cfg.motion * move, 2)
+            # the next frame's crop: the network's own points (smoothed ones lag a moving face), moved on; kept as
+            # this frame's crop while that is within the hold (a still face keeps one crop)
+            nxt = boxes[i] + np.tile(cfg.motion * move, 2)
+            t.box = crop[i].copy() if not t.unsure and self._within_hold(nxt, crop[i]) else nxt
             t.centre, t.age = centre, t.age + 1
             faces.append(TrackedFace(t.track_id, box.astype(np.float32), t.score, out, bool(detected[i]), raw[i]))
             kept.append(t)
