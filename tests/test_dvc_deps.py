@@ -23,9 +23,15 @@ SRC = ROOT / "src"
 PKG = "facelandmarks"
 
 #: per stage, params that cannot change its outputs, so the stage lists the other keys of their section
-#: instead of the whole section (a change to these reruns nothing). pretrain and finetune store the whole
-#: ``crop`` section in the checkpoint, so for them every ``crop`` key changes the output.
+#: instead of the whole section (a change to these reruns nothing). pretrain and finetune store the ``crop``
+#: section in the checkpoint without its speed-only keys (``facelandmarks.train.runner.CROP_SPEED_KEYS``).
+_CROP_NEUTRAL = {
+    "crop.read_workers": "threads decoding photos ahead of the detector; results are keyed by face",
+    "crop.num_threads": "torch CPU threads of MTCNN",
+    "crop.cluster": "where photos are cropped (this process, a process pool or a Dask cluster); identical outputs",
+}
 _TRAIN_NEUTRAL = {
+    **{k: v + "; not stored in the checkpoint" for k, v in _CROP_NEUTRAL.items()},
     "train.progress": "a tqdm bar",
     "train.resume": "continuing an interrupted run from last.pt gives the same model (deterministic in epochs)",
     "train.state_dir": "where last.pt lives (outside models/)",
@@ -33,14 +39,21 @@ _TRAIN_NEUTRAL = {
 }
 NEUTRAL: dict[str, dict[str, str]] = {
     "download": {"download.cache_dir": "where URL archives are cached; the archive's sha256 pins its content"},
-    "crop": {"crop.read_workers": "threads decoding photos ahead of the detector; results are keyed by face",
-             "crop.num_threads": "torch CPU threads of MTCNN",
-             "crop.cluster": "where photos are cropped (this process or a Dask cluster); identical outputs"},
+    "crop": _CROP_NEUTRAL,
     "pretrain": _TRAIN_NEUTRAL,
     "finetune": _TRAIN_NEUTRAL,
-    "evaluate": {"evaluate.num_threads": "torch CPU threads"},
+    "evaluate": {"evaluate.num_threads": "torch CPU threads",
+                 "evaluate.workers": "processes that predict, on chunks that keep every batch; identical outputs"},
     "register": {"register.num_threads": "torch CPU threads"},
 }
+
+
+def test_speed_only_crop_keys_are_the_ones_left_out_of_the_checkpoint():
+    from facelandmarks.train.runner import CROP_SPEED_KEYS, model_config
+
+    assert {f"crop.{k}" for k in CROP_SPEED_KEYS} == set(_CROP_NEUTRAL)
+    crop = model_config(_params()).crop
+    assert not set(CROP_SPEED_KEYS) & set(crop) and {"size", "scale", "detector", "fallback"} <= set(crop)
 
 
 def _stages() -> dict[str, dict]:

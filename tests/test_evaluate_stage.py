@@ -134,3 +134,41 @@ def test_evaluate_stage_writes_metrics_plots_and_mlflow(tiny_checkpoint, annotat
     logged = run.data.metrics
     assert logged["finetune/crops/infanface/test/all/nme_inter_ocular"] == pytest.approx(
         metrics["finetune"]["crops"]["infanface"]["test"]["all"]["nme_inter_ocular"])
+
+
+@pytest.mark.slow
+def test_a_pool_of_two_processes_predicts_what_one_process_predicts(tiny_checkpoint, annotations, tmp_path):
+    """``evaluate.workers: 2``: the photos go to 2 spawned processes in chunks that keep every MTCNN and model
+    batch, so both protocols give bit-identical points, detections and misses; an unreadable photo is a
+    problem in both, never fatal."""
+    from facelandmarks.evaluate.config import EvaluateParams
+    from facelandmarks.evaluate.protocols import predict_faces
+    from facelandmarks.evaluate.stage import load_runs, predict_in_pool, select_faces
+
+    faces = select_faces(annotations[0], ["test"], max_faces=9)  # every data set: HELEN, AFW (one file per photo), ...
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a JPEG at all")
+    extra = faces[faces["dataset"] == "300w"].iloc[[0]].copy()
+    extra["face_id"], extra["photo_id"], extra["image_path"] = "300w/broken/0", "300w/broken", str(bad)
+    faces = pd.concat([faces, extra], ignore_index=True)
+    params = EvaluateParams.model_validate({
+        "models": {"finetune": {"checkpoint": str(tiny_checkpoint)},
+                   "pretrain": {"checkpoint": str(tiny_checkpoint), "datasets": ["infanface"]}},
+        "splits": ["test"], "num_threads": 1, "batch_photos": 2, "device": "cpu", "workers": 2})
+    runs = load_runs(params, faces)
+    one, one_problems = predict_faces(faces, runs, list(params.protocols), params.match_iou, params.batch_photos,
+                                      progress=False)
+    pool, pool_problems = predict_in_pool(params, faces, runs, workers=2, progress=False)
+    assert faces["photo_id"].nunique() > 2 * 8  # several chunks of 4 x 2 photos: both workers get work
+
+    assert one.keys() == pool.keys()
+    for key in one:
+        a, b = one[key], pool[key]
+        assert a.landmarks.keys() == b.landmarks.keys() and len(a.landmarks) > 0, key
+        for face_id, points in a.landmarks.items():
+            np.testing.assert_array_equal(points, b.landmarks[face_id], err_msg=f"{key} {face_id}")
+        assert a.det_iou == b.det_iou and a.missed == b.missed, key
+    assert len(one[("pretrain", "crops")].landmarks) == (faces["dataset"] == "infanface").sum()
+    for problems in (one_problems, pool_problems):
+        [p] = problems
+        assert p["photo_id"] == "300w/broken" and p["reason"] == "unreadable" and p["faces"] == 1

@@ -52,6 +52,7 @@ TINY_SETTINGS: dict[str, Any] = {
     "crop.detector.batch_size": 4,
     "crop.num_threads": 1,
     "crop.read_workers": 1,
+    "crop.cluster.backend": "local",  # a pool's start-up would outweigh a dozen photos (pools: tests/test_crop_workers.py)
     "augment.variants": 1,
     "augment.preview.faces": 2,
     "model.backbone": "mobilenetv3_small_050",
@@ -73,6 +74,7 @@ TINY_SETTINGS: dict[str, Any] = {
     "evaluate.protocols": ["crops"],
     "evaluate.splits": ["test"],
     "evaluate.num_threads": 1,
+    "evaluate.workers": 1,
     "evaluate.demo.max_frames": 2,
     "evaluate.batch_photos": 4,
     "register.num_threads": 1,

@@ -56,22 +56,24 @@ class CropCluster(StrictModel):
     """Where the crop stage runs (params.yaml ``crop.cluster``); the outputs are the same everywhere.
 
     The photos are split into chunks of consecutive photos (``facelandmarks.crop.stage.photo_chunks``);
-    ``local`` crops them one after another in the stage's process, ``dask`` runs one task per chunk on a
-    Dask cluster (``distributed``) and merges the results in chunk order.
+    ``local`` crops them one after another in the stage's process, ``processes`` hands them to a pool of
+    ``workers`` processes on this machine (``concurrent.futures``, spawned, ``crop.num_threads`` torch threads
+    each), ``dask`` runs one task per chunk on a Dask cluster (``distributed``); the results are merged in
+    chunk order.
 
     Attributes:
-        backend: ``local`` (this process) or ``dask``.
+        backend: ``local`` (this process), ``processes`` or ``dask``.
         address: the Dask scheduler to connect to (``tcp://host:8786``); null with ``dask``: start a
             LocalCluster of ``workers`` processes on this machine for the stage's duration. The workers
             of a real cluster must run in the project root on a file system shared with the stage
             (they read ``data/raw`` and write the crops); the stage checks this first.
-        workers: processes of the LocalCluster (one thread each); unused with an ``address``.
+        workers: processes of the pool or of the LocalCluster (one thread each); unused with an ``address``.
         connect_timeout_s: seconds to wait for the scheduler at ``address``.
     Raises:
         pydantic.ValidationError: an ``address`` with ``backend: local``.
     """
 
-    backend: Literal["local", "dask"] = "local"
+    backend: Literal["local", "processes", "dask"] = "local"
     address: str | None = None
     workers: int = Field(2, ge=1)
     connect_timeout_s: float = Field(30.0, gt=0)

@@ -7,9 +7,10 @@ from its MTCNN box, exactly as inference will cut it; a missed face falls back t
 derived from its landmarks (:func:`facelandmarks.crop.faces.fallback_box`). Misses and fallbacks are
 counted per data set. Unreadable photos and unusable faces are reported and skipped, never fatal.
 
-The work is done in chunks of consecutive photos (:func:`photo_chunks`, :func:`crop_chunk`), in this process
-or, with ``crop.cluster.backend: dask``, one Dask task per chunk (:func:`dask_client`); the chunks depend on
-the table alone, so both give byte-identical tables and crops.
+The work is done in chunks of consecutive photos (:func:`photo_chunks`, :func:`crop_chunk`), in this process,
+in a pool of processes on this machine (``crop.cluster.backend: processes``) or as one Dask task per chunk
+(``dask``, :func:`dask_client`); the chunks depend on the table alone, so all three give byte-identical tables
+and crops.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from concurrent.futures import Executor
+from concurrent.futures import as_completed as futures_completed
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from facelandmarks.fsutil import atomic_dir, write_json
 from facelandmarks.io.images import write_image
 from facelandmarks.io.photos import iter_photo_images
 from facelandmarks.params import load_params, section
+from facelandmarks.workers import process_pool
 
 __all__ = ["ChunkResult", "CropParams", "crop_chunk", "crop_faces", "dask_client", "main", "photo_chunks"]
 
@@ -87,8 +91,9 @@ def crop_faces(
 
     Photos are split into chunks of consecutive photos (:func:`photo_chunks`); each chunk is read,
     detected (one :meth:`FaceDetector.detect` call) and cropped by :func:`crop_chunk`, in this process
-    or, with ``client``, as one task per chunk on a Dask cluster. The chunks, and so every MTCNN batch,
-    are the same either way, so the rows, crops and PNG bytes are identical (given equal torch threads).
+    or, with ``client``, as one task per chunk in a process pool or on a Dask cluster. The chunks, and so every
+    MTCNN batch, are the same either way, so the rows, crops and PNG bytes are identical (given equal torch
+    threads).
 
     Args:
         df: annotation table (:mod:`facelandmarks.data.table`).
@@ -99,8 +104,8 @@ def crop_faces(
             atomic rename); ``out_dir`` when None.
         detector: an existing detector (built from ``params.detector`` when None; local runs only).
         progress: show a tqdm bar.
-        client: a ``distributed.Client`` to fan the chunks out over (see :func:`dask_client`); None:
-            this process. Workers read photos by the table's ``image_path``, relative to THEIR working
+        client: a ``concurrent.futures.Executor`` (:func:`facelandmarks.workers.process_pool`) or a
+            ``distributed.Client`` (see :func:`dask_client`) to fan the chunks out over; None: this process. Workers read photos by the table's ``image_path``, relative to THEIR working
             directory, which must therefore be the project root (a LocalCluster's is this process's).
     Returns:
         ``(crops, report)``. ``crops`` holds the annotation row of every cropped face plus
@@ -128,6 +133,14 @@ def crop_faces(
                 results.append(crop_chunk(chunk, params, out_dir, crop_root, detector))
                 bar.update(len(chunk))
             workers = 1
+        elif isinstance(client, Executor):
+            futures = [client.submit(_crop_chunk_task, c, params, str(out_dir.resolve()), str(crop_root))
+                       for c in chunks]
+            sizes = {f: len(c) for f, c in zip(futures, chunks)}
+            for f in futures_completed(futures):
+                bar.update(sizes[f])
+            results = [f.result() for f in futures]  # in chunk order; a worker's exception is raised here
+            workers = params.cluster.workers
         else:
             from distributed import as_completed
 
@@ -148,7 +161,7 @@ def crop_faces(
     device = results[0].device if results else params.detector.device
     report = _report(df, crops, problems, wall, sum(r.detect_s for r in results), device)
     report["images_decoded"] = sum(r.images for r in results)
-    backend = "dask" if client is not None else "local"
+    backend = "local" if client is None else "processes" if isinstance(client, Executor) else "dask"
     report["cluster"] = {"backend": backend, "workers": workers, "chunks": len(chunks)}
     return crops, report
 
@@ -254,7 +267,7 @@ def _cached_detector(config: DetectorConfig) -> FaceDetector:
 
 
 def _crop_chunk_task(faces: pd.DataFrame, params: CropParams, out_dir: str, crop_root: str) -> ChunkResult:
-    """A Dask task: :func:`crop_chunk` with the stage's torch thread count (Dask workers default to 1)."""
+    """A pool or Dask task: :func:`crop_chunk` with the stage's torch thread count (Dask workers default to 1)."""
     if params.num_threads:
         import torch
 
@@ -296,11 +309,11 @@ def _check_workers(client: Any, df: pd.DataFrame, out_dir: Path) -> int:
 
 @contextmanager
 def _client(cluster: CropCluster) -> Iterator[Any]:
-    """:func:`dask_client` for ``backend: dask``, else None (this process)."""
-    if cluster.backend != "dask":
+    """:func:`dask_client` for ``backend: dask``, a process pool for ``processes``, else None (this process)."""
+    if cluster.backend == "local":
         yield None
         return
-    with dask_client(cluster) as client:
+    with (process_pool(cluster.workers) if cluster.backend == "processes" else dask_client(cluster)) as client:
         yield client
 
 
@@ -447,7 +460,8 @@ def _metrics(report: dict) -> dict[str, float]:
 def main(params_path: str = "params.yaml") -> dict:
     """Run the ``crop`` stage with params from ``params_path`` (cwd = project root). Returns the report.
 
-    With ``crop.cluster.backend: dask`` the photos are cropped on a Dask cluster (:func:`dask_client`).
+    With ``crop.cluster.backend: processes`` the photos are cropped in a pool of processes on this machine
+    (:func:`facelandmarks.workers.process_pool`), with ``dask`` on a Dask cluster (:func:`dask_client`).
     Logs the report's numbers and ``reports/crop.json`` to an MLflow child run (``facelandmarks.mlflow_runs``).
     """
     from facelandmarks.mlflow_runs import stage_run

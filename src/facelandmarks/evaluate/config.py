@@ -59,7 +59,9 @@ class EvaluateParams(StrictModel):
         max_faces: at most this many faces per data set and split (0 = all; for quick runs).
         device: ``auto``, ``cpu`` or ``cuda``.
         batch_photos: photos per MTCNN pass.
-        num_threads: torch CPU threads (0 = torch's default; ``FACELANDMARKS_NUM_THREADS`` wins).
+        num_threads: torch CPU threads (0 = torch's default; ``FACELANDMARKS_NUM_THREADS`` wins), per process.
+        workers: processes that predict (1: this process; more: a pool of spawned processes, each loading the
+            models, on chunks of photos that keep every batch as in one process: the same numbers).
         annotations: the annotation table.
         metrics: DVC metrics file written.
         plots_dir: folder of the CED curve CSVs (DVC plots, ``nme`` vs ``fraction``).
@@ -91,6 +93,7 @@ class EvaluateParams(StrictModel):
     device: str = "auto"
     batch_photos: int = Field(8, ge=1)
     num_threads: int = Field(0, ge=0)
+    workers: int = Field(1, ge=1)
     annotations: str = "data/interim/annotations.parquet"
     metrics: str = "reports/metrics.json"
     plots_dir: str = "reports/plots/ced"

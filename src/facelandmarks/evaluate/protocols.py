@@ -105,7 +105,7 @@ def predict_faces(
         runs: the models and the faces each one predicts.
         protocols: ``crops`` and/or ``end_to_end``.
         match_iou: smallest IoU of a detection with a landmark box that counts as that face.
-        batch_photos: photos per MTCNN pass.
+        batch_photos: images per MTCNN pass (an unreadable one counts, so the batches depend on the table alone).
         progress: show a tqdm bar.
     Returns:
         ``({(model, protocol): Predictions}, problems)``; problems list unreadable image files
@@ -125,19 +125,22 @@ def predict_faces(
     bar = tqdm(total=len(faces), desc="evaluate", unit="face", disable=not progress)
     photos = iter_photo_images(faces.sort_values("photo_id", kind="stable"), workers=1, prefetch=batch_photos)
     while True:
-        loaded = []
-        for photo in photos:
+        loaded, images = [], 0
+        for photo in photos:  # the next batch_photos images; an unreadable one keeps its slot (batches never shift)
+            images += 1
             if photo.image is None:
                 log.warning("evaluate: skipping %s (%d faces): %s", photo.paths[0], len(photo.faces), photo.error)
                 problems.append({"photo_id": photo.photo_id, "faces": len(photo.faces), "reason": "unreadable",
                                  "detail": photo.error})
                 bar.update(len(photo.faces))
-                continue
-            loaded.append((photo.faces, photo.image))
-            if len(loaded) >= batch_photos:
+            else:
+                loaded.append((photo.faces, photo.image))
+            if images >= batch_photos:
                 break
-        if not loaded:
+        if not images:
             break
+        if not loaded:
+            continue
         bar.update(sum(len(g) for g, _ in loaded))
         dets = detector.detect([img for _, img in loaded]) if "end_to_end" in protocols else None
         for run in runs:

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from facelandmarks.data.table import read_table
@@ -31,14 +32,16 @@ from facelandmarks.evaluate.config import EvaluateParams
 from facelandmarks.evaluate.demo import make_demo_figures
 from facelandmarks.evaluate.figures import plot_ced
 from facelandmarks.evaluate.table import metrics_markdown
-from facelandmarks.evaluate.protocols import ModelRun, predict_faces
+from facelandmarks.evaluate.protocols import ModelRun, Predictions, predict_faces
 from facelandmarks.evaluate.summary import ced_tables, face_errors, headline_metrics, metrics_tree
 from facelandmarks.fsutil import atomic_dir, atomic_path, write_json
+from facelandmarks.io.photos import group_photo_files
 from facelandmarks.metrics.ced import threshold_key
 from facelandmarks.params import load_params, section
 from facelandmarks.schemes import get_scheme
+from facelandmarks.workers import process_pool
 
-__all__ = ["select_faces", "load_runs", "evaluate", "main"]
+__all__ = ["select_faces", "load_runs", "predict_in_pool", "evaluate", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,93 @@ def load_runs(params: EvaluateParams, faces: pd.DataFrame) -> list[ModelRun]:
     return runs
 
 
+#: the models of a pool worker (:func:`_start_worker`), loaded once per process
+_WORKER_RUNS: list[ModelRun] = []
+
+#: MTCNN batches (``evaluate.batch_photos`` photos each) per pool task
+_BATCHES_PER_TASK = 4
+
+
+def _start_worker(params: EvaluateParams, faces: pd.DataFrame) -> None:
+    """Pool initializer: the stage's torch threads, then the models, as :func:`main` loads them."""
+    from facelandmarks.device import set_threads
+
+    set_threads(params.num_threads)
+    _WORKER_RUNS[:] = load_runs(params, faces)
+
+
+def _predict_task(faces: pd.DataFrame, protocols: list[str], match_iou: float,
+                  batch_photos: int) -> tuple[dict[tuple[str, str], Predictions], list[dict]]:
+    """Pool task: :func:`facelandmarks.evaluate.protocols.predict_faces` on one chunk of photos."""
+    return predict_faces(faces, _WORKER_RUNS, protocols, match_iou, batch_photos, progress=False)
+
+
+def _image_chunks(rows: pd.DataFrame, images: int) -> list[pd.DataFrame]:
+    """Cut rows (sorted by ``photo_id``) into chunks of ``images`` consecutive images, as ``predict_faces`` meets them.
+
+    An image is a distinct content of a photo (:func:`facelandmarks.io.photos.group_photo_files`: AFW's
+    byte-identical copies are one image, HELEN's per-face files are several), so a chunk may end inside a
+    photo; ``predict_faces`` on a chunk then reads exactly the chunk's images, in the same order, and its
+    batches of ``batch_photos`` images are the one-process run's batches.
+    """
+    rows = rows.reset_index(drop=True)
+    chunk = np.empty(len(rows), np.int64)
+    n = 0
+    for _, g in rows.groupby("photo_id", sort=False):
+        where = g["image_path"].astype(str).to_numpy()
+        for paths, _, _ in group_photo_files(list(where)):
+            chunk[g.index[np.isin(where, paths)]] = n // images
+            n += 1
+    return [rows[chunk == k] for k in range(int(chunk.max()) + 1)] if len(rows) else []
+
+
+def predict_in_pool(params: EvaluateParams, faces: pd.DataFrame, runs: list[ModelRun], workers: int,
+                    progress: bool = True) -> tuple[dict[tuple[str, str], Predictions], list[dict]]:
+    """:func:`facelandmarks.evaluate.protocols.predict_faces` in a pool of ``workers`` processes on this machine.
+
+    The images are taken in the order ``predict_faces`` takes them (by ``photo_id``, then content) and cut into
+    chunks of ``4 x evaluate.batch_photos`` images (:func:`_image_chunks`), so every MTCNN pass and every model
+    batch holds the same images as in one process; each worker loads the models once (:func:`load_runs`) and
+    runs ``evaluate.num_threads`` torch threads. The predictions are therefore identical to one process's
+    (MTCNN's numbers depend on which images share a batch); an unreadable image keeps its slot in both.
+
+    Args:
+        params: the stage's settings (models, protocols, ``match_iou``, ``batch_photos``, ``num_threads``).
+        faces: the evaluated annotation rows (:func:`select_faces`).
+        runs: the models as loaded here (their ``face_ids`` choose the photos).
+        workers: processes (>= 1).
+        progress: show a tqdm bar (faces).
+    Returns:
+        as ``predict_faces``: ``({(model, protocol): Predictions}, problems)``, problems in photo order.
+    Raises:
+        ValueError: ``workers < 1``. A worker's error (e.g. a checkpoint it cannot load) is raised here.
+    """
+    from tqdm import tqdm
+
+    wanted = set().union(*(r.face_ids for r in runs)) if runs else set()
+    rows = faces[[f in wanted for f in faces["face_id"]]].sort_values("photo_id", kind="stable")
+    chunks = _image_chunks(rows, params.batch_photos * _BATCHES_PER_TASK)
+    out = {(r.name, p): Predictions() for r in runs for p in params.protocols}
+    problems: list[dict] = []
+    with process_pool(workers, _start_worker, (params, faces)) as pool, \
+            tqdm(total=len(rows), desc="evaluate", unit="face", disable=not progress) as bar:
+        futures = [pool.submit(_predict_task, c, list(params.protocols), params.match_iou, params.batch_photos)
+                   for c in chunks]
+        for chunk, future in zip(chunks, futures):  # merged in chunk order
+            part, chunk_problems = future.result()
+            for key, p in part.items():
+                out[key].landmarks.update(p.landmarks)
+                out[key].det_iou.update(p.det_iou)
+                out[key].missed |= p.missed
+            problems += chunk_problems
+            bar.update(len(chunk))
+    return out, problems
+
+
 def evaluate(params: EvaluateParams, faces: pd.DataFrame, runs: list[ModelRun], scheme_name: str,
              progress: bool = True) -> dict[str, Any]:
-    """Measure the models on the faces.
+    """Measure the models on the faces (predictions in this process, or in ``evaluate.workers`` processes:
+    :func:`predict_in_pool`).
 
     Returns:
         ``{"metrics": tree, "errors": {(model, protocol): per-face DataFrame}, "curves": {(model, protocol,
@@ -91,7 +178,11 @@ def evaluate(params: EvaluateParams, faces: pd.DataFrame, runs: list[ModelRun], 
     """
     t0 = time.perf_counter()
     scheme = get_scheme(scheme_name)
-    preds, problems = predict_faces(faces, runs, list(params.protocols), params.match_iou, params.batch_photos, progress)
+    if params.workers > 1:
+        preds, problems = predict_in_pool(params, faces, runs, params.workers, progress)
+    else:
+        preds, problems = predict_faces(faces, runs, list(params.protocols), params.match_iou, params.batch_photos,
+                                        progress)
     errors = {
         (run.name, protocol): face_errors(faces, preds[(run.name, protocol)], scheme, list(params.normalisers), run.face_ids)
         for run in runs

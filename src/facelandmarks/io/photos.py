@@ -30,7 +30,7 @@ import pandas as pd
 
 from facelandmarks.io.images import DEFAULT_MAX_PIXELS, ImageReadError, decode_image
 
-__all__ = ["PhotoImage", "read_photo_files", "iter_photo_images"]
+__all__ = ["PhotoImage", "group_photo_files", "read_photo_files", "iter_photo_images"]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +54,35 @@ class PhotoImage:
     error: str | None = None
 
 
+def group_photo_files(paths: list[str]) -> list[tuple[list[str], bytes | None, str | None]]:
+    """Group the files of one photo by content (SHA-1 of the bytes), reading each file once, decoding nothing.
+
+    Args:
+        paths: image files of one photo (duplicates allowed; order kept).
+    Returns:
+        one ``(paths, None, error)`` per file that cannot be read, then one ``(paths, bytes, None)`` per
+        distinct content in order of first appearance: the images :func:`read_photo_files` yields, in its
+        order; every input path appears exactly once.
+    """
+    by_hash: dict[str, list[str]] = {}
+    data: dict[str, bytes] = {}
+    out: list[tuple[list[str], bytes | None, str | None]] = []
+    for p in dict.fromkeys(str(p) for p in paths):
+        try:
+            raw = Path(p).read_bytes()
+        except OSError as e:
+            out.append(([p], None, f"{p}: cannot be read ({e.strerror or e})"))
+            continue
+        h = hashlib.sha1(raw).hexdigest()
+        if h not in by_hash:
+            by_hash[h] = []
+            data[h] = raw
+        by_hash[h].append(p)
+    return out + [(ps, data[h], None) for h, ps in by_hash.items()]
+
+
 def read_photo_files(paths: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> list[tuple[np.ndarray | None, str | None, list[str]]]:
-    """Read the files of one photo, decoding byte-identical copies once.
+    """Read the files of one photo, decoding byte-identical copies once (:func:`group_photo_files`).
 
     Args:
         paths: image files of one photo (duplicates allowed; order kept).
@@ -64,25 +91,15 @@ def read_photo_files(paths: list[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> 
         one ``(image (H, W, 3) uint8, None, paths)`` per distinct readable content, one
         ``(None, error, paths)`` per unreadable content or file; every input path appears exactly once.
     """
-    by_hash: dict[str, list[str]] = {}
-    data: dict[str, bytes] = {}
     out: list[tuple[np.ndarray | None, str | None, list[str]]] = []
-    for p in dict.fromkeys(str(p) for p in paths):
-        try:
-            raw = Path(p).read_bytes()
-        except OSError as e:
-            out.append((None, f"{p}: cannot be read ({e.strerror or e})", [p]))
+    for ps, raw, error in group_photo_files(paths):
+        if raw is None:
+            out.append((None, error, ps))
             continue
-        h = hashlib.sha1(raw).hexdigest()
-        if h not in by_hash:
-            by_hash[h] = []
-            data[h] = raw
-        by_hash[h].append(p)
-    for h, ps in by_hash.items():
         try:
-            if not data[h]:
+            if not raw:
                 raise ImageReadError(f"{ps[0]}: empty file")
-            out.append((decode_image(data[h], source=ps[0], max_pixels=max_pixels, apply_exif=False), None, ps))
+            out.append((decode_image(raw, source=ps[0], max_pixels=max_pixels, apply_exif=False), None, ps))
         except ImageReadError as e:
             out.append((None, str(e), ps))
     return out

@@ -65,14 +65,22 @@ CROPS_TABLE = Path("data/interim/crops.parquet")
 AUGMENTED_TABLE = Path("data/processed/augmented.parquet")
 
 
+#: keys of the ``crop`` section that only decide how fast the crop stage runs (torch threads, photo decoding
+#: threads, process pool or Dask cluster): not stored in a checkpoint, so changing them retrains nothing
+CROP_SPEED_KEYS = ("num_threads", "read_workers", "cluster")
+
+
 def model_config(params: dict[str, Any]) -> ModelConfig:
     """The network config of a pipeline: ``model`` params + the scheme's K + the crop size and params.
+
+    The checkpoint stores the ``crop`` section without :data:`CROP_SPEED_KEYS` (what inference needs: crop
+    geometry, MTCNN settings, match IoU, fallback box).
 
     Raises:
         ValueError: invalid ``model`` section or no ``crop.size``.
     """
     mp = section(params, "model", ModelParams)
-    crop = dict(params.get("crop") or {})
+    crop = {k: v for k, v in (params.get("crop") or {}).items() if k not in CROP_SPEED_KEYS}
     if "size" not in crop:
         raise ValueError("params.yaml: section 'crop' has no 'size' (the model's input size)")
     scheme = get_scheme(str(params.get("scheme", "ibug68")))

@@ -1,4 +1,5 @@
-"""The crop stage on a Dask cluster: the same chunks of photos, the same per-photo code, the same bytes."""
+"""The crop stage in a process pool or on a Dask cluster: the same chunks of photos, the same per-photo code,
+the same bytes."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ def test_cluster_params_are_strict():
     assert CropCluster.model_validate({"backend": "dask", "address": "tcp://10.0.0.5:8786"}).address
     with pytest.raises(ValueError, match="use backend: dask"):
         CropCluster(backend="local", address="tcp://10.0.0.5:8786")
+    assert CropCluster(backend="processes").workers == 2
     with pytest.raises(ValueError):
         CropCluster.model_validate({"backend": "ray"})
     with pytest.raises(ValueError):
@@ -48,10 +50,10 @@ def _sha(path: Path) -> str:
 
 @pytest.mark.slow
 @pytest.mark.needs_data
-def test_two_dask_workers_give_the_single_process_bytes(crop_subset, tmp_path, monkeypatch):
-    """The crop stage (``main``) on a LocalCluster of 2 worker processes writes a byte-identical
-    crops.parquet and byte-identical PNGs to the single-process stage, with the same report counts and
-    problems; an unreadable photo is reported, not fatal, in both."""
+def test_two_workers_give_the_single_process_bytes(crop_subset, tmp_path, monkeypatch):
+    """The crop stage (``main``) on a Dask LocalCluster of 2 worker processes and in a pool of 2 spawned
+    processes writes a byte-identical crops.parquet and byte-identical PNGs to the single-process stage,
+    with the same report counts and problems; an unreadable photo is reported, not fatal, in all three."""
     from facelandmarks.crop.stage import main
     from facelandmarks.data.table import write_table
 
@@ -87,29 +89,32 @@ def test_two_dask_workers_give_the_single_process_bytes(crop_subset, tmp_path, m
     shutil.rmtree(tmp_path / "crops")
     (tmp_path / "crops.parquet").unlink()
 
-    dask = run({"backend": "dask", "address": None, "workers": 2})
     chunks = -(-faces["photo_id"].nunique() // 8)
     assert chunks >= 2
-    assert dask["cluster"] == {"backend": "dask", "workers": 2, "chunks": chunks}
     assert local["cluster"] == {"backend": "local", "workers": 1, "chunks": chunks}
-
-    # the table, byte for byte (same rows, same order, same crop_path), and every PNG byte for byte
-    assert _sha(tmp_path / "crops.parquet") == _sha(ref / "crops.parquet")
     pngs = sorted(p.relative_to(ref / "crops") for p in (ref / "crops").rglob("*.png"))
     assert len(pngs) == len(crop_subset) == local["cropped"]
-    assert sorted(p.relative_to(tmp_path / "crops") for p in (tmp_path / "crops").rglob("*.png")) == pngs
-    for rel in pngs:
-        assert _sha(tmp_path / "crops" / rel) == _sha(ref / "crops" / rel), rel
+    for backend in ("dask", "processes"):
+        for old in (tmp_path / "crops", tmp_path / "crops.parquet"):
+            shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
+        other = run({"backend": backend, "address": None, "workers": 2})
+        assert other["cluster"] == {"backend": backend, "workers": 2, "chunks": chunks}
 
-    # the same counts and problems; only timings differ (and the decoder's error text, which holds an object address)
-    timing = ("wall_s", "detect_s", "faces_per_s", "cluster", "problems")
-    assert {k: v for k, v in dask.items() if k not in timing} == {k: v for k, v in local.items() if k not in timing}
-    for report in (local, dask):
-        [problem] = report["problems"]
-        assert problem["photo_id"] == "300w/broken" and problem["reason"] == "unreadable" and str(bad) in problem["detail"]
-        assert report["datasets"]["300w"]["photos_unreadable"] == 1
-    assert json.loads((tmp_path / "crop.json").read_text())["cluster"]["backend"] == "dask"
-    assert np.isfinite(dask["wall_s"])
+        # the table, byte for byte (same rows, same order, same crop_path), and every PNG byte for byte
+        assert _sha(tmp_path / "crops.parquet") == _sha(ref / "crops.parquet"), backend
+        assert sorted(p.relative_to(tmp_path / "crops") for p in (tmp_path / "crops").rglob("*.png")) == pngs
+        for rel in pngs:
+            assert _sha(tmp_path / "crops" / rel) == _sha(ref / "crops" / rel), (backend, rel)
+
+        # the same counts and problems; only timings differ (and the decoder's error text, which holds an object address)
+        timing = ("wall_s", "detect_s", "faces_per_s", "cluster", "problems")
+        assert {k: v for k, v in other.items() if k not in timing} == {k: v for k, v in local.items() if k not in timing}
+        for report in (local, other):
+            [problem] = report["problems"]
+            assert problem["photo_id"] == "300w/broken" and problem["reason"] == "unreadable" and str(bad) in problem["detail"]
+            assert report["datasets"]["300w"]["photos_unreadable"] == 1
+        assert json.loads((tmp_path / "crop.json").read_text())["cluster"]["backend"] == backend
+        assert np.isfinite(other["wall_s"])
 
 
 @pytest.mark.slow
