@@ -137,15 +137,16 @@ def test_evaluate_stage_writes_metrics_plots_and_mlflow(tiny_checkpoint, annotat
 
 
 @pytest.mark.slow
-def test_a_pool_of_two_processes_predicts_what_one_process_predicts(tiny_checkpoint, annotations, tmp_path):
-    """``evaluate.workers: 2``: the photos go to 2 spawned processes in chunks that keep every MTCNN and model
+def test_a_pool_of_two_processes_predicts_what_one_process_predicts(tiny_checkpoint, crop_subset, tmp_path):
+    """``evaluate.workers: 2``: the images go to 2 spawned processes in chunks that keep every MTCNN and model
     batch, so both protocols give bit-identical points, detections and misses; an unreadable photo is a
-    problem in both, never fatal."""
+    problem in both, never fatal. The faces hold AFW photos (byte-identical files per face: one image) and a
+    HELEN photo with a file per face (several images: a chunk may end inside it)."""
     from facelandmarks.evaluate.config import EvaluateParams
     from facelandmarks.evaluate.protocols import predict_faces
-    from facelandmarks.evaluate.stage import load_runs, predict_in_pool, select_faces
+    from facelandmarks.evaluate.stage import load_runs, predict_in_pool
 
-    faces = select_faces(annotations[0], ["test"], max_faces=9)  # every data set: HELEN, AFW (one file per photo), ...
+    faces = crop_subset
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not a JPEG at all")
     extra = faces[faces["dataset"] == "300w"].iloc[[0]].copy()
@@ -159,7 +160,7 @@ def test_a_pool_of_two_processes_predicts_what_one_process_predicts(tiny_checkpo
     one, one_problems = predict_faces(faces, runs, list(params.protocols), params.match_iou, params.batch_photos,
                                       progress=False)
     pool, pool_problems = predict_in_pool(params, faces, runs, workers=2, progress=False)
-    assert faces["photo_id"].nunique() > 2 * 8  # several chunks of 4 x 2 photos: both workers get work
+    assert faces["photo_id"].nunique() > 8  # several chunks of 4 x 2 images: both workers get work
 
     assert one.keys() == pool.keys()
     for key in one:
