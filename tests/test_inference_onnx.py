@@ -40,6 +40,8 @@ def test_a_file_that_is_not_an_exported_network_is_refused_by_name(tmp_path):
         OnnxLandmarkNetwork(bad)
     with pytest.raises(ValueError, match="missing.onnx"):
         OnnxLandmarkNetwork(tmp_path / "missing.onnx")
+    with pytest.raises(ValueError, match="max_chunk"):
+        OnnxLandmarkNetwork(bad, max_chunk=0)
 
 
 def test_a_network_keeps_working_after_its_file_is_deleted(tiny_checkpoint, tmp_path):
@@ -231,8 +233,9 @@ def test_uint8_input_and_the_runtime_flip_test_change_no_landmark(tiny_checkpoin
     assert np.abs(up - ref).max() > 0.01  # the mirrored pass changes the answer, so (2) and (4) can fail
     assert np.array_equal(ref, (0.5 * (up + get_scheme(a.config.scheme).flip(back, size))).astype(np.float32))  # (2)
 
-    for threads in (2, 3):  # (3)
-        assert np.allclose(OnnxLandmarkNetwork(fast, num_threads=threads).predict_crops(crops), ref, atol=1e-4, rtol=0)
+    for threads, chunk in ((2, 4), (3, 4), (1, 1), (2, 64)):  # (3): how the batch is split into calls
+        net = OnnxLandmarkNetwork(fast, num_threads=threads, max_chunk=chunk)
+        assert np.allclose(net.predict_crops(crops), ref, atol=1e-4, rtol=0), (threads, chunk)
     assert np.allclose(np.concatenate([a.predict_crops(c[None]) for c in crops]), ref, atol=1e-4, rtol=0)
 
     old = onnx.load(str(fast))  # (4)

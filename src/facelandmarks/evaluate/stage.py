@@ -87,7 +87,7 @@ def load_runs(params: EvaluateParams, faces: pd.DataFrame) -> list[ModelRun]:
 #: the models of a pool worker (:func:`_start_worker`), loaded once per process
 _WORKER_RUNS: list[ModelRun] = []
 
-#: MTCNN batches (``evaluate.batch_photos`` photos each) per pool task
+#: MTCNN batches (``evaluate.batch_photos`` images each: HELEN keeps one image file per face) per pool task
 _BATCHES_PER_TASK = 4
 
 
