@@ -163,11 +163,15 @@ def test_int8_export_is_quantised_calibrated_and_close_to_float_on_real_crops(ti
     graph = onnx.load(str(path))
     made_by = {o: n.op_type for n in graph.graph.node for o in n.output}
     convs = {n.name: n for n in graph.graph.node if n.op_type == "Conv"}
-    backbone = [n for name, n in convs.items() if name.startswith("/backbone/")]
-    # every backbone convolution reads int8 weights and uint8 activations (QDQ: both through DequantizeLinear)
-    assert backbone and all(made_by.get(n.input[0]) == made_by.get(n.input[1]) == "DequantizeLinear" for n in backbone)
-    head_out = convs["/head/out/Conv"]  # the heatmap output layer and the decoder stay float32
-    assert made_by.get(head_out.input[0]) != "DequantizeLinear" and head_out.input[1] not in made_by
+    quantised = [n for name, n in convs.items() if name.startswith(("/backbone/", "/head/lateral", "/head/refine"))]
+    # every backbone and head convolution but the output layer reads int8 weights and uint8 activations (QDQ: both
+    # through DequantizeLinear)
+    assert any(n.name.startswith("/head/") for n in quantised) and any(n.name.startswith("/backbone/") for n in quantised)
+    assert all(made_by.get(n.input[0]) == made_by.get(n.input[1]) == "DequantizeLinear" for n in quantised)
+    assert len(quantised) == len(convs) - 1
+    head_out = convs["/head/out/Conv"]  # the heatmap output layer (float weights) and the decoder stay float32
+    assert head_out.input[1] not in made_by and not any(n.op_type == "QuantizeLinear" and n.input[0] == head_out.output[0]
+                                                        for n in graph.graph.node)
 
     int8 = FaceLandmarker.load(path, runtime="onnx", num_threads=1)
     assert int8.config == torch_lm.config and int8.checkpoint_sha256 == torch_lm.checkpoint_sha256

@@ -4,20 +4,24 @@
 with the input normalisation folded into the first convolution, and quantises it with ONNX Runtime's own
 quantiser (``onnxruntime.quantization.quantize_static``, QDQ format): weights int8 per output channel,
 activations uint8 with ranges from the minimum and maximum seen on real training crops (MinMax calibration).
-Only the backbone's convolutions, additions and clips are quantised; the heatmap head and the soft-argmax
-decoder stay float32. How that choice was made (300-W / InfAnFace validation NME of the champion, flip test,
-crops protocol, 177 / 29 faces): float 4.01 / 9.18 %, backbone int8 4.01 / 9.17 %, backbone + head
-(without the output layer) 4.03 / 9.19 %, everything int8 4.22 / 9.33 %. ``benchmarks/quantization.py``
-measures the file on the test split against the float network, and its speed.
+The backbone's and the heatmap head's convolutions, additions and activations are quantised; the head's output
+layer (the heatmap logits) and the soft-argmax decoder stay float32. How that choice was made (validation NME of
+the champion, flip test, crops protocol): on the first champion (300-W / InfAnFace, 177 / 29 faces) float
+4.01 / 9.18 %, backbone int8 4.01 / 9.17 %, backbone + head without the output layer 4.03 / 9.19 %, everything
+int8 4.22 / 9.33 %. The head was first left float; on 2026-12-08, with the runtime's chunks of 4 images
+(:class:`~facelandmarks.inference.onnx_runtime.OnnxLandmarkNetwork`), quantising it measured 0.87x the time per
+face at batch 32 in one pass, 0.93x with the flip test and 0.96x at batch 1 (paired rounds on 2 threads, demo
+crops), for 300-W / InfAnFace / YouTube-Faces / caricature validation NME 3.83 / 9.77 / 5.88 / 7.22 % against
+3.79 / 9.75 / 5.88 / 7.19 % with the backbone alone (float: 3.77 / 9.67 / 5.90 / 7.16 %; 177 / 29 / 645 / 7
+faces), so it is taken: the int8 file is the option for speed. ``benchmarks/quantization.py`` measures the file on
+the test split against the float network, and its speed.
 
 The result is an ordinary exported landmark network (same output and metadata, plus
 ``facelandmarks.quantization``), except that it takes the ``uint8`` crops themselves (:func:`uint8_input`: the
 first quantisation step is the identity on [0, 255] pixels, so it is removed), and
-``FaceLandmarker.load("model.int8.onnx", runtime="onnx")`` runs it. The 2026-12-07 check on validation of
-quantising the head's lateral and refining convolutions too (backbone only vs that, 300-W / InfAnFace /
-YouTube-Faces val, 177 / 29 / 645 faces): 3.95 / 10.48 / 6.00 % vs 3.97 / 10.48 / 6.00 %, for 5 % less time per
-image on one thread; not taken: with the flip test at batch 1 (two one-image calls on two threads, the missed
-2 ms target) it measured no faster (2.11 vs 2.06 ms, ``benchmarks/quantization.py``).
+``FaceLandmarker.load("model.int8.onnx", runtime="onnx")`` runs it. (A 2026-12-07 check of the same head
+quantisation, one pass: 300-W / InfAnFace / YouTube-Faces val 3.95 / 10.48 / 6.00 % -> 3.97 / 10.48 / 6.00 %,
+5 % less time per image on one thread, but no faster at batch 1 with the flip test then, 2.11 vs 2.06 ms.)
 The rounding differs from the float model by design; the agreement is measured, not assumed (a few tenths
 of a pixel on 160-px crops).
 """
@@ -37,10 +41,13 @@ from facelandmarks.fsutil import sha256_file
 
 __all__ = ["QUANTIZED_OPS", "calibration_crops", "quantize_onnx", "uint8_input"]
 
-#: ONNX operators of the backbone that are quantised (everything else stays float32).
+#: ONNX operators of the backbone and the head that are quantised (everything else stays float32).
 QUANTIZED_OPS = ("Conv", "Add", "Clip", "Relu", "Concat")
-#: Node-name prefix of the backbone in the exported graph (``torch.onnx.export`` scope names).
-BACKBONE_SCOPE = "/backbone/"
+#: Node-name prefixes of the quantised parts in the exported graph (``torch.onnx.export`` scope names).
+QUANTIZED_SCOPES = ("/backbone/", "/head/")
+#: Node-name prefixes kept float32 inside those parts: the heatmap head's output layer, whose logits go to the
+#: soft-argmax (quantising it too cost 300-W validation 0.2 points, see the module docstring).
+FLOAT_SCOPES = ("/head/out",)
 #: ONNX operators that only move or pick input values (the NHWC -> NCHW transpose): on integer pixels they give
 #: the same values in uint8 as in float32.
 LAYOUT_OPS = ("Transpose", "Slice", "Concat", "Gather", "Identity")
@@ -205,7 +212,8 @@ def quantize_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, crops: 
             return next(self.batches, None)
 
     settings = {"format": "QDQ", "weights": "int8 per channel", "activations": "uint8", "calibration": "MinMax",
-                "calibration_crops": int(len(crops)), "quantized": f"backbone {'/'.join(QUANTIZED_OPS)}",
+                "calibration_crops": int(len(crops)),
+                "quantized": f"backbone and head {'/'.join(QUANTIZED_OPS)}, not the heatmap output layer",
                 "input_normalisation": "folded into the first convolution", "onnxruntime": _ort_version()}
     with tempfile.TemporaryDirectory(prefix="fl-quant-") as tmp:
         float_path, pre_path, q_path = (Path(tmp) / n for n in ("float.onnx", "pre.onnx", "int8.onnx"))
@@ -214,9 +222,10 @@ def quantize_onnx(checkpoint: str | os.PathLike, out: str | os.PathLike, crops: 
         meta = {p.key: p.value for p in onnx.load_from_string(exported).metadata_props}
         quant_pre_process(str(float_path), str(pre_path), skip_symbolic_shape=True)
         graph = onnx.load(str(pre_path))
-        nodes = [n.name for n in graph.graph.node if n.name.startswith(BACKBONE_SCOPE) and n.op_type in QUANTIZED_OPS]
+        nodes = [n.name for n in graph.graph.node if n.op_type in QUANTIZED_OPS
+                 and n.name.startswith(QUANTIZED_SCOPES) and not n.name.startswith(FLOAT_SCOPES)]
         if not nodes:  # quantize_static reads an empty list as "quantise everything"
-            raise ValueError(f"{checkpoint}: no backbone node to quantise in the exported graph")
+            raise ValueError(f"{checkpoint}: no backbone or head node to quantise in the exported graph")
         # pixels are integers in [0, 255]: that range exactly (scale 1, zero point 0), not the calibration crops'
         pixel_range = {_first_layer_input(graph.graph): [{"scale": np.array(1.0, np.float32),
                                                           "zero_point": np.array(0, np.uint8)}]}
