@@ -49,6 +49,8 @@ class QuantizationOptions:
         rounds: alternating timing rounds (float, int8, float, int8, ...).
         runs: timed calls per batch size and round (batch 1: ``runs * 5``).
         max_faces: faces per data set and split (0 = all; small for a trial run).
+        dlib_yardstick: also time dlib's shape predictor on the same faces in every round: the VM's speed changes
+            from hour to hour (1.5-2x here), and dlib's figure, a fixed workload, lets runs be compared.
     """
 
     annotations: Path = Path("data/interim/annotations.parquet")
@@ -59,6 +61,7 @@ class QuantizationOptions:
     rounds: int = 3
     runs: int = 20
     max_faces: int = 0
+    dlib_yardstick: bool = True
 
 
 def nme_summary(per_face: np.ndarray) -> dict:
@@ -113,11 +116,13 @@ def run_quantization(model_path: Path, options: QuantizationOptions | None = Non
         plus "agreement": {"int8" | "int8_one_pass": {dataset: {split: mean NME of its points against the float
         ones}}}}, "speed": {"onnx_float" | "onnx_int8" | "onnx_int8_one_pass": {"batch_<B>": {"median_ms",
         "round_medians_ms", "batch"}}},
+        "dlib_yardstick": {"median_ms", "round_medians_ms"} (dlib's predictor per face, same rounds),
         "quantization": the file's settings, "file_mb", "demo_faces", "rounds", "threads", "flip_test", "seconds"}``.
     Raises:
         FileNotFoundError: a table or the checkpoint is missing.
     """
-    from benchmarks.speed import SpeedOptions, demo_faces, landmark_model_speed
+    from benchmarks.speed import SpeedOptions, demo_faces, dlib_predictor_speed, landmark_model_speed
+    from facelandmarks.baselines.dlib68 import DlibLandmarker
     from facelandmarks.data.table import read_table
     from facelandmarks.inference.landmarker import FaceLandmarker
     from facelandmarks.inference.quantize import calibration_crops, quantize_onnx
@@ -142,21 +147,36 @@ def run_quantization(model_path: Path, options: QuantizationOptions | None = Non
         fl = ref.variant("onnx", num_threads=opts.threads)
         result: dict = {"accuracy": _accuracy(faces, {"float": ref, "int8": int8, "int8_one_pass": one},
                                               get_scheme(ref.config.scheme))}
-        _, demo = demo_faces(ref)
+        pairs, demo = demo_faces(ref)
         sp = SpeedOptions(threads=opts.threads, batch_sizes=opts.batch_sizes, runs=opts.runs, warmup=3)
         times: dict = {"onnx_float": {}, "onnx_int8": {}, "onnx_int8_one_pass": {}}
+        dlib = DlibLandmarker() if opts.dlib_yardstick else None
+        dlib_ms: list[float] = []
         for _ in range(opts.rounds):
             for name, lm in (("onnx_float", fl), ("onnx_int8", int8), ("onnx_int8_one_pass", one)):
                 lm.batch_size = max(opts.batch_sizes)
                 for key, v in landmark_model_speed(lm.predict_crops, demo, "cpu", sp).items():
                     times[name].setdefault(key, []).append(v)
+            if dlib is not None:  # the yardstick: a fixed external workload timed in the same rounds
+                dlib_ms.append(dlib_predictor_speed(dlib, pairs, opts.runs * 5)["median_ms"])
         result["speed"] = {name: {key: {"median_ms": float(np.median([r["median_ms"] for r in rs])),
                                         "round_medians_ms": [round(r["median_ms"], 3) for r in rs],
                                         "batch": rs[0]["batch"]}
                                   for key, rs in per.items()} for name, per in times.items()}
+    if dlib_ms:
+        result["dlib_yardstick"] = {"median_ms": float(np.median(dlib_ms)), "round_medians_ms": [round(v, 3) for v in dlib_ms]}
     result.update({"quantization": quant, "file_mb": file_mb, "demo_faces": int(len(demo)), "rounds": opts.rounds, "threads": opts.threads,
                    "flip_test": bool(ref.config.flip_test), "seconds": time.perf_counter() - t0})
     return result
+
+
+def _yardstick(q: dict) -> str:
+    """The sentence on dlib's predictor timed in the same rounds (empty when it was not)."""
+    y = q.get("dlib_yardstick") or {}
+    if not y.get("median_ms"):
+        return ""
+    return (f"; in the same rounds dlib's shape predictor took {y['median_ms']:.2f} ms per face (the VM's speed of the "
+            "hour: compare runs by it)")
 
 
 def markdown(q: dict) -> str:
@@ -189,7 +209,7 @@ def markdown(q: dict) -> str:
                  "split; \"int8 vs float points\": the int8 points' mean distance from the float points, in inter-ocular "
                  "distances. "
                  f"Speed: {q.get('demo_faces')} real crops of the demo photos, median of "
-                 f"{q.get('rounds')} alternating rounds. File: {q.get('file_mb', 0):.1f} MB; settings: "
+                 f"{q.get('rounds')} alternating rounds{_yardstick(q)}. File: {q.get('file_mb', 0):.1f} MB; settings: "
                  f"`{json.dumps(q.get('quantization'), sort_keys=True)}`.")
     return "\n\n".join(parts)
 
