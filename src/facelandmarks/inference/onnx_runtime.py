@@ -196,7 +196,7 @@ class OnnxLandmarkNetwork:
     than ONNX Runtime's intra-op threads, whose per-operator hand-offs cost more than these small operators take
     (int8, flip test, batch 32: 2.04 vs 2.65 ms per face measured in the same minute). Small chunks keep a
     call's activations in the core's cache: flip test, batch 32, 2 threads, chunks of 4 instead of 32 took
-    0.98x the time for the int8 file and 0.76x for the float one (paired rounds, 2026-12-08). A call with fewer
+    0.98x the time for the int8 file and 0.87x for the float one (paired rounds, 2026-12-08). A call with fewer
     images than threads (one crop without the flip test, as in video) runs on one session whose operators use
     the threads. The chunks are fixed by the batch, ``num_threads`` and ``max_chunk``, so the same crops give
     the same landmarks, whatever the machine load.
